@@ -1,0 +1,39 @@
+# The two commands: `make demo` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lowdose-installed
+DEMO_SERVE ?= 1
+DEMO_FLAGS := $(if $(filter 0 no false,$(DEMO_SERVE)),--no-serve,)
+PYTEST_FLAGS ?= -n 2
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first: 2.13.0 is a CPU build pip finds on local disk; a bare `torch`
+# requirement would fetch a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,dashboard,cluster]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/lowdose demo $(DEMO_FLAGS)
+
+lint: setup
+	$(BIN)/ruff check platform tests dashboards
+	$(BIN)/ruff format --check platform tests dashboards
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_FLAGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache lowdose-demo
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

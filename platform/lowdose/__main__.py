@@ -1,0 +1,5 @@
+"""``python -m lowdose`` runs the command line."""
+
+from lowdose.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""The ``lowdose`` command line.
+
+Thin by design: each command module in this package parses its flags, builds a
+config and calls the Python API. Command modules are discovered automatically:
+every ``lowdose.cli.<name>`` module that defines ``register(app)`` adds its
+commands. Heavy imports (torch, dask, abTEM) happen inside the command bodies so
+that ``lowdose --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from lowdose.errors import LowdoseInputError
+
+app = typer.Typer(
+    name="lowdose",
+    help="Ultra-low-dose, time-resolved TEM: simulate, train, denoise and analyse at scale.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Ultra-low-dose, time-resolved TEM: simulate, train, denoise and analyse at scale."""
+
+
+def _register_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lowdose`` console script.
+
+    User errors (:class:`~lowdose.errors.LowdoseInputError`) are printed on one
+    line to stderr and exit with code 2; nothing else is swallowed.
+    """
+    try:
+        app(args=argv, standalone_mode=True)
+    except LowdoseInputError as err:
+        print(f"lowdose: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,48 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOWDOSE = [sys.executable, "-m", "lowdose"]
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LOWDOSE, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_help_lists_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0, out.stderr
+    assert "version" in out.stdout and "config" in out.stdout
+
+
+def test_version_prints_key_packages() -> None:
+    out = run("version")
+    assert out.returncode == 0, out.stderr
+    for name in ("lowdose", "torch", "zarr", "dask", "xarray"):
+        assert name in out.stdout
+
+
+def test_invalid_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nnot_a_field: 3\n")
+    out = run("config", "validate", str(bad))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "not_a_field" in lines[0] and "bad.yaml" in lines[0]
+
+
+@pytest.mark.parametrize("cwd", [REPO, REPO / "platform"])
+def test_stdlib_platform_not_shadowed(cwd: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import platform; print(platform.system())"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()

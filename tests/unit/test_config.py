@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+from pydantic import Field
+
+from lowdose.config import LowdoseConfig, config_class, load_config, save_config
+from lowdose.errors import ConfigError
+
+
+class ExampleConfig(LowdoseConfig):
+    dose_e_per_px: float = Field(0.45, gt=0, description="Dose per pixel.")
+    name: str = "x"
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    cfg = ExampleConfig(dose_e_per_px=0.9, name="run")
+    path = save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(ExampleConfig, path) == cfg
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("dose_e_per_px: 0.45\nfrobnicate: 1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*unknown key 'frobnicate'"):
+        load_config(ExampleConfig, path)
+
+
+def test_bad_value_and_bad_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("dose_e_per_px: -1\n")
+    with pytest.raises(ConfigError, match="dose_e_per_px"):
+        load_config(ExampleConfig, path)
+    path.write_text("dose_e_per_px: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(ExampleConfig, path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(ExampleConfig, tmp_path / "missing.yaml")
+
+
+def test_wrong_version_and_assignment_validation(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 99\n")
+    with pytest.raises(ConfigError, match="version 99"):
+        load_config(ExampleConfig, path)
+    cfg = ExampleConfig()
+    with pytest.raises(ValueError):
+        cfg.dose_e_per_px = -2.0
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(ConfigError, match="unknown config kind"):
+        config_class("nope")
