@@ -1,0 +1,374 @@
+"""Ingest microscope files into a FrameSeries store, streamed in frame batches.
+
+``ingest(inputs, out)`` reads TIFF, MRC, HDF5, NumPy, DM3/DM4, EMD, SER and HSPY
+inputs (see :mod:`lowdose.store.readers`) batch by batch, validates every batch
+(integers ≥ 0, no NaN, whole numbers unless ``float_policy="round"``) *before* it is
+written, and appends it to the store. Peak memory is a few batches whatever the
+input size.
+
+Safety and re-runs:
+
+* The store is built at ``OUT.partial`` and renamed to ``OUT`` only after the
+  completion marker (``ingest_state = "complete"``) is written, so ``OUT`` is either
+  absent/untouched or a complete, valid series. Bad input (:class:`FormatError`)
+  deletes ``OUT.partial``.
+* Non-uint8 inputs are scanned once before anything is written (their maximum picks
+  the store dtype: uint8 when it fits, else uint16/uint32), so bad values in them are
+  found before the store exists.
+* Sources are recorded with sha256 checksums. Re-running on the same inputs is a
+  no-op; an interrupted run (Ctrl-C, kill) leaves ``OUT.partial`` whose committed
+  frames are kept and the next run resumes after them.
+
+Imports numpy, zarr (through :mod:`lowdose.store.series`) and tqdm; never torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lowdose.errors import FormatError, LowdoseInputError, StoreError
+from lowdose.store.readers import FrameSource, expand_inputs, open_source
+from lowdose.store.series import (
+    append_frames,
+    create_frame_series,
+    open_series,
+    series_attrs,
+    smallest_counts_dtype,
+    update_series_attrs,
+)
+
+FloatPolicy = Literal["refuse", "round"]
+CHUNK_TARGET_BYTES = 64 << 20
+"""Upper bound on the uncompressed size of one chunk when ``chunk_frames`` is automatic."""
+BATCH_TARGET_BYTES = 128 << 20
+"""Upper bound on the bytes of one source batch when ``batch_frames`` is automatic."""
+HASH_BLOCK_BYTES = 8 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_batch(
+    frames: np.ndarray, source: FrameSource, first_frame: int, float_policy: FloatPolicy = "refuse"
+) -> np.ndarray:
+    """Check a batch of frames are counts and return them as an unsigned integer array.
+
+    Parameters
+    ----------
+    frames
+        ``(n, y, x)`` batch read from ``source``.
+    source
+        The file it came from (named in errors).
+    first_frame
+        Index of ``frames[0]`` within ``source`` (named in errors).
+    float_policy
+        ``"refuse"``: floats must hold whole numbers; ``"round"``: round to nearest.
+
+    Raises
+    ------
+    FormatError
+        Wrong frame shape, complex data, NaN/inf, negative or non-whole values.
+    """
+    if frames.shape[1:] != source.frame_shape:
+        raise source.fail(f"frame shape {frames.shape[1:]}; expected {source.frame_shape}", first_frame)
+    kind = frames.dtype.kind
+    if kind == "b":
+        return frames.astype("uint8")
+    if kind == "u":
+        return frames
+    if kind == "i":
+        _refuse_negative(frames, source, first_frame)
+        return frames.astype(np.dtype(f"u{frames.dtype.itemsize}"))
+    if kind != "f":
+        raise source.fail(
+            f"dtype {frames.dtype}; expected integer counts (or whole-number floats)", first_frame
+        )
+    finite = np.isfinite(frames)
+    if not finite.all():
+        bad = int(np.argwhere(~finite)[0][0])
+        raise source.fail("NaN or infinite value; expected electron counts", first_frame + bad)
+    if float_policy == "round":
+        frames = np.rint(frames)
+    else:
+        whole = frames == np.floor(frames)
+        if not whole.all():
+            bad = int(np.argwhere(~whole)[0][0])
+            raise source.fail(
+                "non-integer float value; expected whole-number counts (or pass --float-policy round)",
+                first_frame + bad,
+            )
+    _refuse_negative(frames, source, first_frame)
+    high = float(frames.max()) if frames.size else 0.0
+    if high >= 2.0**32:
+        raise source.fail(f"value {high:g} does not fit uint32 counts", first_frame)
+    return frames.astype("uint32")
+
+
+def _refuse_negative(frames: np.ndarray, source: FrameSource, first_frame: int) -> None:
+    negative = frames < 0
+    if negative.any():
+        bad = int(np.argwhere(negative)[0][0])
+        raise source.fail(f"negative value {frames.min()}; expected counts ≥ 0", first_frame + bad)
+
+
+def _batches(
+    sources: Sequence[FrameSource],
+    start_frame: int,
+    batch_frames: int,
+    float_policy: FloatPolicy,
+) -> Iterator[np.ndarray]:
+    """Yield validated batches of ``batch_frames`` frames across source boundaries.
+
+    Batches start at global multiples of ``batch_frames`` after ``start_frame``, so
+    appends stay chunk-aligned however the frames are split between files.
+    """
+    pending: list[np.ndarray] = []
+    pending_frames = 0
+    offset = 0
+    for source in sources:
+        local = max(start_frame - offset, 0)
+        while local < source.n_frames:
+            want = batch_frames - pending_frames
+            stop = min(local + want, source.n_frames)
+            frames = source.read(local, stop)
+            if frames.shape[0] != stop - local:
+                raise source.fail(f"read {frames.shape[0]} frames; expected {stop - local}", local)
+            pending.append(validate_batch(frames, source, local, float_policy))
+            pending_frames += stop - local
+            local = stop
+            if pending_frames == batch_frames:
+                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                pending, pending_frames = [], 0
+        offset += source.n_frames
+    if pending:
+        yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+
+
+def _source_records(sources: Sequence[FrameSource], progress: bool) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
+    records = []
+    for source in tqdm(sources, desc="checksums", unit="file", disable=not progress):
+        records.append(
+            {
+                "path": str(source.path.resolve()),
+                "dataset": source.dataset,
+                "format": source.format,
+                "sha256": sha256_file(source.path),
+                "size_bytes": source.path.stat().st_size,
+                "n_frames": source.n_frames,
+                "dtype": source.dtype.name,
+            }
+        )
+    return records
+
+
+def _same_sources(found: Any, records: list[dict[str, Any]]) -> bool:
+    if not isinstance(found, list) or len(found) != len(records):
+        return False
+    keys = ("sha256", "dataset", "n_frames")
+    return all(
+        isinstance(a, dict) and all(a.get(k) == b[k] for k in keys)
+        for a, b in zip(found, records, strict=True)
+    )
+
+
+def _scan_max(
+    sources: Sequence[FrameSource], batch_frames: int, float_policy: FloatPolicy, progress: bool
+) -> int:
+    from tqdm import tqdm
+
+    total = sum(s.n_frames for s in sources)
+    high = 0
+    with tqdm(total=total, desc="scan", unit="frame", disable=not progress) as bar:
+        for batch in _batches(sources, 0, batch_frames, float_policy):
+            if batch.size:
+                high = max(high, int(batch.max()))
+            bar.update(batch.shape[0])
+    return high
+
+
+def _metadata(sources: Sequence[FrameSource], overrides: dict[str, float | None]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for key in ("pixel_size_A", "frame_rate_hz", "exposure_s"):
+        value = overrides.get(key)
+        if value is None:
+            value = next((s.metadata[key] for s in sources if key in s.metadata), None)
+        if value is not None:
+            merged[key] = float(value)
+    missing = {"pixel_size_A": "--pixel-size-A", "frame_rate_hz": "--frame-rate-hz"}
+    for key, flag in missing.items():
+        if key not in merged:
+            raise FormatError(f"{sources[0].path}: the file does not record {key}; pass {flag}")
+        if not merged[key] > 0:
+            raise FormatError(f"{sources[0].path}: {key} must be > 0, got {merged[key]}")
+    return merged
+
+
+def _committed_sum(path: Path) -> float:
+    ds = open_series(path, allow_incomplete=True)
+    return float(ds["counts"].sum(dtype="float64").compute(scheduler="synchronous"))
+
+
+def ingest(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    pixel_size_A: float | None = None,
+    frame_rate_hz: float | None = None,
+    dose_e_per_px: float | None = None,
+    detector: str | None = None,
+    h5_dataset: str | None = None,
+    float_policy: FloatPolicy = "refuse",
+    chunk_frames: int | None = None,
+    batch_frames: int | None = None,
+    progress: bool = False,
+) -> Path:
+    """Ingest microscope files into the FrameSeries at ``out``; return its path.
+
+    Parameters
+    ----------
+    inputs
+        Files and TIFF folders, in frame order. HDF5 inputs may name their dataset
+        as ``file.h5:/path/to/dataset``.
+    out
+        Local ``.zarr`` path of the series.
+    pixel_size_A, frame_rate_hz
+        Override what the files record (required when they record nothing).
+    dose_e_per_px
+        Nominal dose; default: the measured mean counts per pixel per frame.
+    detector
+        Detector name for the attrs.
+    h5_dataset
+        Dataset path for HDF5 inputs that do not name one.
+    float_policy
+        ``"refuse"`` float data unless every value is a whole number, or ``"round"``.
+    chunk_frames
+        Frames per zarr chunk; default up to 32, fewer for frames so large that a
+        chunk would exceed 64 MiB.
+    batch_frames
+        Frames read and written per step (a multiple of ``chunk_frames`` keeps writes
+        chunk-aligned); default: as many whole chunks as fit in 128 MiB of source data.
+    progress
+        Show tqdm progress bars.
+
+    Raises
+    ------
+    FormatError
+        Unreadable, truncated or corrupt input; bad values; mismatched frame shapes.
+    StoreError
+        ``out`` exists and holds something else.
+    """
+    from tqdm import tqdm
+
+    if float_policy not in ("refuse", "round"):
+        raise FormatError(f"float_policy {float_policy!r}: expected 'refuse' or 'round'")
+    out_path = Path(out)
+    if "://" in str(out):
+        raise StoreError(f"{out}: ingest writes local stores only; copy the result to remote storage")
+    partial = out_path.with_name(out_path.name + ".partial")
+    specs = expand_inputs(list(inputs))
+    if not specs:
+        raise FormatError("no input files given")
+    sources: list[FrameSource] = []
+    try:
+        for spec in specs:
+            sources.append(open_source(spec, h5_dataset=h5_dataset))
+        frame_shape = sources[0].frame_shape
+        for source in sources[1:]:
+            if source.frame_shape != frame_shape:
+                raise source.fail(
+                    f"frame shape {source.frame_shape}; expected {frame_shape} like {sources[0].path}"
+                )
+        records = _source_records(sources, progress)
+
+        if out_path.exists():
+            attrs = series_attrs(out_path)
+            if attrs.get("ingest_state") == "complete" and _same_sources(attrs.get("sources"), records):
+                return out_path
+            raise StoreError(
+                f"{out_path}: already holds a different series; choose another --out or delete it"
+            )
+
+        frame_bytes = frame_shape[0] * frame_shape[1]
+        n_total = sum(s.n_frames for s in sources)
+        resume = partial.exists() and _same_partial(partial, records)
+        if partial.exists() and not resume:
+            shutil.rmtree(partial)
+        if resume:
+            attrs = series_attrs(partial)
+            chunk = int(attrs["chunk_frames"])
+        else:
+            chunk = chunk_frames or int(min(32, max(1, CHUNK_TARGET_BYTES // frame_bytes)))
+        source_itemsize = max(s.dtype.itemsize for s in sources)
+        batch = batch_frames or chunk * max(1, BATCH_TARGET_BYTES // (chunk * frame_bytes * source_itemsize))
+
+        if resume:
+            start = int(attrs["n_frames"])
+            counts_sum = _committed_sum(partial) if start else 0.0
+        else:
+            metadata = _metadata(
+                sources, {"pixel_size_A": pixel_size_A, "frame_rate_hz": frame_rate_hz, "exposure_s": None}
+            )
+            if all(s.dtype.name in ("uint8", "bool") for s in sources):
+                dtype = "uint8"
+            else:
+                dtype = smallest_counts_dtype(_scan_max(sources, batch, float_policy, progress))
+            extra: dict[str, Any] = {"sources": records, "ingest_state": "in_progress"}
+            if "exposure_s" in metadata:
+                extra["exposure_s"] = metadata["exposure_s"]
+            create_frame_series(
+                partial,
+                frame_shape,
+                dtype=dtype,
+                chunk_frames=chunk,
+                frame_rate_hz=metadata["frame_rate_hz"],
+                dose_e_per_px=dose_e_per_px if dose_e_per_px is not None else 0.0,
+                pixel_size_A=metadata["pixel_size_A"],
+                detector=detector or "unknown",
+                attrs=extra,
+            )
+            start, counts_sum = 0, 0.0
+
+        with tqdm(total=n_total, initial=start, desc="ingest", unit="frame", disable=not progress) as bar:
+            for frames in _batches(sources, start, batch, float_policy):
+                counts_sum += float(frames.sum(dtype="float64"))
+                append_frames(partial, frames)
+                bar.update(frames.shape[0])
+
+        final: dict[str, Any] = {"ingest_state": "complete"}
+        if dose_e_per_px is None:
+            final["dose_e_per_px"] = counts_sum / max(n_total * frame_bytes, 1)
+            final["dose_source"] = "measured mean counts per pixel per frame"
+        else:
+            final["dose_source"] = "given"
+        update_series_attrs(partial, final)
+        partial.rename(out_path)
+        return out_path
+    except LowdoseInputError:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        for source in sources:
+            source.close()
+
+
+def _same_partial(partial: Path, records: list[dict[str, Any]]) -> bool:
+    try:
+        attrs = series_attrs(partial)
+    except StoreError:
+        return False
+    return attrs.get("ingest_state") == "in_progress" and _same_sources(attrs.get("sources"), records)

@@ -1,0 +1,441 @@
+"""Frame-batch readers for the file formats microscopes write.
+
+Each reader opens one input file cheaply (headers only), reports its frame count,
+frame shape, dtype and the metadata the file carries (pixel size, frame rate,
+exposure), and reads ``[start, stop)`` frame batches on demand, so that ingest
+memory stays bounded by one batch whatever the file size. Every failure of the
+underlying library becomes a one-line :class:`~lowdose.errors.FormatError` naming
+the file and, where known, the frame.
+
+Formats: TIFF (multi-page, ImageJ, tifffile-shaped; tifffile), MRC (mrcfile),
+HDF5 datasets (h5py), NumPy ``.npy`` (memory-mapped), DM3/DM4, EMD, SER and HSPY
+(rosettasciio, lazy). Imports numpy and the format libraries (lazily); never dask
+directly, never torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowdose.errors import FormatError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+RSCIIO_PLUGINS = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".emd": "emd", ".ser": "tia"}
+HSPY_SUFFIXES = (".hspy",)
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
+MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali")
+LENGTH_TO_A = {
+    "a": 1.0,
+    "å": 1.0,
+    "angstrom": 1.0,
+    "nm": 10.0,
+    "pm": 0.01,
+    "um": 1e4,
+    "µm": 1e4,
+    "micron": 1e4,
+}
+TIME_TO_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+
+
+@dataclass
+class FrameSource:
+    """One input file opened for frame-batch reading.
+
+    Attributes
+    ----------
+    path
+        The file.
+    format
+        Short format name (``tiff``, ``mrc``, ...).
+    n_frames, frame_shape, dtype
+        Geometry of the frames the file holds.
+    metadata
+        What the file says about ``pixel_size_A``, ``frame_rate_hz``, ``exposure_s``
+        (only keys that are present).
+    dataset
+        Internal dataset path (HDF5) or None.
+    """
+
+    path: Path
+    format: str
+    n_frames: int
+    frame_shape: tuple[int, int]
+    dtype: np.dtype[Any]
+    metadata: dict[str, float] = field(default_factory=dict)
+    dataset: str | None = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return frames ``[start, stop)`` as a ``(stop - start, y, x)`` array."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release file handles."""
+
+    @property
+    def label(self) -> str:
+        """The file (and dataset) for error messages."""
+        return f"{self.path}:{self.dataset}" if self.dataset else str(self.path)
+
+    def fail(self, what: str, frame: int | None = None) -> FormatError:
+        """Build a FormatError naming this file (and frame)."""
+        where = f" frame {frame}:" if frame is not None else ""
+        return FormatError(f"{self.label}:{where} {what}")
+
+
+@contextmanager
+def _library_errors(source_label: str, fmt: str, frame: int | None = None) -> Iterator[None]:
+    """Turn any failure (and logged error or warning) of a format library into FormatError."""
+    records: list[logging.LogRecord] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = _Collect(level=logging.ERROR)
+    tiff_logger = logging.getLogger("tifffile")
+    tiff_logger.addHandler(handler)
+    where = f" frame {frame}:" if frame is not None else ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            yield
+    except FormatError:
+        raise
+    except Exception as err:  # third-party readers raise anything on corrupt bytes
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FormatError(f"{source_label}:{where} not a readable {fmt} file ({message})") from None
+    finally:
+        tiff_logger.removeHandler(handler)
+    if records:
+        message = records[0].getMessage().splitlines()[0]
+        raise FormatError(f"{source_label}:{where} corrupt or truncated {fmt} file ({message})")
+
+
+def _as_frames(array: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
+    return np.asarray(array).reshape((-1, *frame_shape))
+
+
+def _length_A(value: float, unit: str | None) -> float | None:
+    factor = LENGTH_TO_A.get((unit or "").strip().lower().replace("\\u00c5", "å"))
+    if factor is None or not (value and math.isfinite(value) and value > 0):
+        return None
+    return float(value) * factor
+
+
+class TiffSource(FrameSource):
+    """Multi-page TIFF: every 2-D page of the file's series is one frame, read page-wise."""
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        with _library_errors(str(path), "TIFF"):
+            self._tif = tifffile.TiffFile(path)
+            series = list(self._tif.series)
+            if not series:
+                raise FormatError(f"{path}: TIFF holds no images")
+            first = series[0]
+            if first.axes[-2:] != "YX" or "S" in first.axes:
+                raise FormatError(f"{path}: TIFF series has axes {first.axes}; expected grey frames (…YX)")
+            frame_shape = (int(first.shape[-2]), int(first.shape[-1]))
+            self._parts: list[tuple[Any, int]] = []
+            for index, part in enumerate(series):
+                shape = (int(part.shape[-2]), int(part.shape[-1]))
+                frames_before = sum(n for _, n in self._parts)
+                if shape != frame_shape or part.axes[-2:] != "YX":
+                    raise FormatError(
+                        f"{path}: page {frames_before} has frame shape {shape}; expected {frame_shape} "
+                        f"like page 0 (series {index})"
+                    )
+                if part.dtype != first.dtype:
+                    raise FormatError(
+                        f"{path}: page {frames_before} has dtype {part.dtype}; expected {first.dtype}"
+                    )
+                self._parts.append((part, int(np.prod(part.shape[:-2], dtype=np.int64))))
+            self._check_extent(path)
+            metadata = self._metadata()
+        super().__init__(
+            path=path,
+            format="tiff",
+            n_frames=sum(n for _, n in self._parts),
+            frame_shape=frame_shape,
+            dtype=np.dtype(first.dtype),
+            metadata=metadata,
+        )
+
+    def _check_extent(self, path: Path) -> None:
+        """Refuse files whose image data would run past the end of the file (truncation)."""
+        size = path.stat().st_size
+        for part, n in self._parts:
+            offset = part.dataoffset
+            if offset is not None:
+                end = int(offset) + int(part.nbytes)
+            else:
+                end = 0
+                for page in part.pages:
+                    if page is None:
+                        continue
+                    offsets = getattr(page, "dataoffsets", ())
+                    counts = getattr(page, "databytecounts", ())
+                    if offsets and counts:
+                        end = max(end, int(offsets[-1]) + int(counts[-1]))
+            if end > size:
+                raise FormatError(
+                    f"{path}: truncated TIFF: image data of {n} frames needs {end} bytes, file has {size}"
+                )
+
+    def _metadata(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        tif = self._tif
+        shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+        for key in ("pixel_size_A", "frame_rate_hz", "exposure_s"):
+            if isinstance(shaped.get(key), int | float):
+                found[key] = float(shaped[key])
+        ij = tif.imagej_metadata or {}
+        if ij.get("finterval") and "frame_rate_hz" not in found:
+            found["frame_rate_hz"] = 1.0 / float(ij["finterval"])
+        page = tif.pages.first
+        resolution = page.tags.get("XResolution")
+        if resolution is not None and "pixel_size_A" not in found and ij.get("unit"):
+            numerator, denominator = resolution.value
+            if numerator:
+                pixel = _length_A(denominator / numerator, str(ij["unit"]))
+                if pixel is not None:
+                    found["pixel_size_A"] = pixel
+        return found
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return frames ``[start, stop)``, decoding only the pages needed."""
+        pieces = []
+        offset = 0
+        for part, n in self._parts:
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            if lo < hi:
+                with _library_errors(str(self.path), "TIFF", frame=start):
+                    data = self._tif.asarray(key=range(lo, hi), series=part)
+                pieces.append(_as_frames(data, self.frame_shape))
+            offset += n
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+    def close(self) -> None:
+        """Close the TIFF file."""
+        self._tif.close()
+
+
+class MrcSource(FrameSource):
+    """MRC stack, memory-mapped per batch (the mapping is dropped after each read)."""
+
+    def __init__(self, path: Path) -> None:
+        import mrcfile
+
+        with _library_errors(str(path), "MRC"), mrcfile.mmap(path, mode="r") as mrc:
+            data = mrc.data
+            if data is None or data.ndim not in (2, 3):
+                raise FormatError(
+                    f"{path}: MRC data has shape {getattr(data, 'shape', None)}; expected frames"
+                )
+            shape = data.shape if data.ndim == 3 else (1, *data.shape)
+            metadata: dict[str, float] = {}
+            voxel_x = float(mrc.voxel_size.x)
+            if voxel_x > 0:
+                metadata["pixel_size_A"] = voxel_x
+            dtype = np.dtype(data.dtype)
+        super().__init__(path, "mrc", int(shape[0]), (int(shape[1]), int(shape[2])), dtype, metadata)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return frames ``[start, stop)``."""
+        import mrcfile
+
+        with _library_errors(str(self.path), "MRC", frame=start), mrcfile.mmap(self.path, mode="r") as mrc:
+            data = mrc.data
+            frames = data[start:stop] if data.ndim == 3 else data[None][start:stop]
+            return np.array(frames, dtype=frames.dtype.newbyteorder("="))
+
+
+class NpySource(FrameSource):
+    """NumPy ``.npy`` file, memory-mapped per batch."""
+
+    def __init__(self, path: Path) -> None:
+        with _library_errors(str(path), "NumPy .npy"):
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+            if data.ndim not in (2, 3):
+                raise FormatError(f"{path}: array has shape {data.shape}; expected (frame, y, x) or (y, x)")
+            shape = data.shape if data.ndim == 3 else (1, *data.shape)
+            dtype = np.dtype(data.dtype)
+            del data
+        super().__init__(path, "npy", int(shape[0]), (int(shape[1]), int(shape[2])), dtype)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return frames ``[start, stop)``."""
+        with _library_errors(str(self.path), "NumPy .npy", frame=start):
+            data = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            frames = data[start:stop] if data.ndim == 3 else data[None][start:stop]
+            return np.array(frames)
+
+
+class Hdf5Source(FrameSource):
+    """One dataset of an HDF5 file, read by slicing (h5py streams the hyperslab)."""
+
+    def __init__(self, path: Path, dataset: str | None) -> None:
+        import h5py
+
+        with _library_errors(str(path), "HDF5"):
+            self._file = h5py.File(path, "r")
+            name = dataset or self._only_stack(path)
+            if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
+                raise FormatError(f"{path}: no dataset {name!r}; pass file.h5:/path/to/dataset")
+            self._data = self._file[name]
+            if self._data.ndim not in (2, 3):
+                raise FormatError(f"{path}:{name}: dataset has shape {self._data.shape}; expected frames")
+            shape = self._data.shape if self._data.ndim == 3 else (1, *self._data.shape)
+            metadata = {
+                key: float(self._data.attrs[key])
+                for key in ("pixel_size_A", "frame_rate_hz", "exposure_s")
+                if key in self._data.attrs
+            }
+        super().__init__(
+            path,
+            "hdf5",
+            int(shape[0]),
+            (int(shape[1]), int(shape[2])),
+            np.dtype(self._data.dtype),
+            metadata,
+            name,
+        )
+
+    def _only_stack(self, path: Path) -> str:
+        import h5py
+
+        stacks: list[str] = []
+        self._file.visititems(
+            lambda name, obj: stacks.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None
+        )
+        if len(stacks) != 1:
+            raise FormatError(
+                f"{path}: found {len(stacks)} 3-D datasets {stacks[:5]}; name one as file.h5:/path/to/dataset"
+            )
+        return "/" + stacks[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return frames ``[start, stop)``."""
+        with _library_errors(self.label, "HDF5", frame=start):
+            if self._data.ndim == 2:
+                return np.asarray(self._data[()])[None][start:stop]
+            return np.asarray(self._data[start:stop])
+
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        self._file.close()
+
+
+class RsciioSource(FrameSource):
+    """DM3/DM4, EMD, SER and HSPY through rosettasciio, read lazily (dask) batch by batch."""
+
+    def __init__(self, path: Path, plugin: str) -> None:
+        import importlib
+
+        with _library_errors(str(path), plugin):
+            reader = importlib.import_module(f"rsciio.{plugin}").file_reader
+            signals = reader(str(path), lazy=True)
+            stacks = [s for s in signals if getattr(s.get("data"), "ndim", 0) in (2, 3)]
+            if not stacks:
+                raise FormatError(f"{path}: no 2-D or 3-D image signal found")
+            signal = max(stacks, key=lambda s: s["data"].ndim)
+            self._data = signal["data"]
+            shape = self._data.shape if self._data.ndim == 3 else (1, *self._data.shape)
+            metadata = self._metadata(signal)
+        super().__init__(
+            path, plugin, int(shape[0]), (int(shape[1]), int(shape[2])), np.dtype(self._data.dtype), metadata
+        )
+
+    @staticmethod
+    def _metadata(signal: dict[str, Any]) -> dict[str, float]:
+        found: dict[str, float] = {}
+        axes = signal.get("axes", [])
+        if axes:
+            pixel = _length_A(float(axes[-1].get("scale", 0) or 0), str(axes[-1].get("units", "")))
+            if pixel is not None:
+                found["pixel_size_A"] = pixel
+        if len(axes) == 3:
+            factor = TIME_TO_S.get(str(axes[0].get("units", "")).strip().lower())
+            scale = float(axes[0].get("scale", 0) or 0)
+            if factor and scale > 0:
+                found["frame_rate_hz"] = 1.0 / (scale * factor)
+        detector = (
+            signal.get("metadata", {}).get("Acquisition_instrument", {}).get("TEM", {}).get("Detector", {})
+        )
+        exposure = detector.get("Camera", {}).get("exposure") if isinstance(detector, dict) else None
+        if isinstance(exposure, int | float) and exposure > 0:
+            found["exposure_s"] = float(exposure)
+        return found
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return frames ``[start, stop)`` (computes only that slice of the lazy array)."""
+        with _library_errors(str(self.path), self.format, frame=start):
+            data = self._data if self._data.ndim == 3 else self._data[None]
+            return np.asarray(data[start:stop].compute(scheduler="synchronous"))
+
+
+def split_dataset(spec: str) -> tuple[Path, str | None]:
+    """Split ``file.h5:/path/to/dataset`` into the file and the dataset path."""
+    head, sep, tail = spec.rpartition(":/")
+    if sep and Path(head).suffix.lower() in HDF5_SUFFIXES:
+        return Path(head), "/" + tail
+    return Path(spec), None
+
+
+def open_source(spec: str | Path, *, h5_dataset: str | None = None) -> FrameSource:
+    """Open one input file for batch reading, choosing the reader from its suffix.
+
+    Raises
+    ------
+    FormatError
+        Missing file, unknown suffix, or a file the reader cannot interpret.
+    """
+    path, dataset = split_dataset(str(spec))
+    dataset = dataset or h5_dataset
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return TiffSource(path)
+    if suffix in MRC_SUFFIXES:
+        return MrcSource(path)
+    if suffix == ".npy":
+        return NpySource(path)
+    if suffix in HDF5_SUFFIXES:
+        return Hdf5Source(path, dataset)
+    if suffix in HSPY_SUFFIXES:
+        return RsciioSource(path, "hspy")
+    if suffix in RSCIIO_PLUGINS:
+        return RsciioSource(path, RSCIIO_PLUGINS[suffix])
+    known = sorted({*TIFF_SUFFIXES, *MRC_SUFFIXES, ".npy", *HDF5_SUFFIXES, *HSPY_SUFFIXES, *RSCIIO_PLUGINS})
+    raise FormatError(f"{path}: unknown format {suffix or '(no suffix)'!r}; expected one of {known}")
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[str]:
+    """Expand folders into their TIFF files (sorted by name, numbers compared as numbers)."""
+    import re
+
+    def natural(path: Path) -> list[Any]:
+        return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+    expanded: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted((p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES), key=natural)
+            if not files:
+                raise FormatError(f"{path}: folder holds no .tif/.tiff files")
+            expanded.extend(str(p) for p in files)
+        else:
+            expanded.append(str(item))
+    return expanded
