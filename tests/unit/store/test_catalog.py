@@ -347,26 +347,54 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_list_show_search_add(shared: Path, tmp_path: Path) -> None:
+def invoke(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    from typer.testing import CliRunner
+
+    from lowdose.cli import app
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("LOWDOSE_CATALOG", raising=False)
+    monkeypatch.delenv("LOWDOSE_CATALOG_ROOT", raising=False)
+    result = CliRunner().invoke(app, ["catalog", *args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_cli_list_show_search_add(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cat = str(shared / "lowdose.yaml")
-    out = run_cli("list", "--catalog", cat, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].split()[:2] == ["run1", "FrameSeries"]
-    out = run_cli("search", "kind=FrameTable", "series=run1", "--catalog", cat, cwd=tmp_path)
-    assert out.stdout.split() == ["run1.frames"]
-    out = run_cli("search", "frame_rate_hz>=30", "--catalog", cat, cwd=tmp_path)
-    assert out.stdout.split() == ["run1"]
-    out = run_cli("show", "sim", "--catalog", cat, cwd=tmp_path)
-    assert '"defocus_range_nm"' in out.stdout
+    out = invoke("list", "--catalog", cat, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert out.splitlines()[0].split()[:2] == ["run1", "FrameSeries"]
+    out = invoke(
+        "search", "kind=FrameTable", "series=run1", "--catalog", cat, cwd=tmp_path, monkeypatch=monkeypatch
+    )
+    assert out.split() == ["run1.frames"]
+    out = invoke("search", "frame_rate_hz>=30", "--catalog", cat, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert out.split() == ["run1"]
+    out = invoke("search", "frame_rate_hz=50..60", "--catalog", cat, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert out.split() == []
+    out = invoke("show", "sim", "--catalog", cat, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert '"defocus_range_nm"' in out
     new = tmp_path / "new.yaml"
     shutil.copytree(shared / "data", tmp_path / "data")
-    out = run_cli(
-        "add", "x", "data/frames.parquet", "--catalog", str(new), "--meta", "operator=ann", cwd=tmp_path
+    invoke(
+        "add",
+        "x",
+        "data/frames.parquet",
+        "--catalog",
+        str(new),
+        "--meta",
+        "operator=ann",
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
     )
-    assert out.returncode == 0, out.stderr
     assert open_catalog(new).describe("x")["metadata"]["operator"] == "ann"
-    out = run_cli("show", "nope", "--catalog", cat, cwd=tmp_path)
+    invoke("remove", "x", "--catalog", str(new), cwd=tmp_path, monkeypatch=monkeypatch)
+    assert open_catalog(new).list() == []
+    out = invoke("list", cwd=REPO, monkeypatch=monkeypatch)
+    assert "demo.series" in out
+
+
+def test_cli_errors_are_one_line_exit_2(shared: Path, tmp_path: Path) -> None:
+    out = run_cli("show", "nope", "--catalog", str(shared / "lowdose.yaml"), cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "no entry 'nope'" in out.stderr
-    out = run_cli("list", cwd=REPO)
-    assert out.returncode == 0, out.stderr
-    assert "demo.series" in out.stdout
+    assert len(out.stderr.strip().splitlines()) == 1
