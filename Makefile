@@ -27,8 +27,8 @@ demo: setup
 	$(BIN)/lowdose demo $(DEMO_FLAGS)
 
 lint: setup
-	$(BIN)/ruff check platform tests dashboards
-	$(BIN)/ruff format --check platform tests dashboards
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: setup lint
