@@ -1,16 +1,32 @@
 """One factory for the Dask clusters lowdose runs on.
 
-``local`` (a LocalCluster sized for the machine) is the default; ``address``
-connects to a running scheduler. Other backends (dask-cuda, SLURM/PBS through
-dask-jobqueue, Kubernetes) plug in here.
+Backends are looked up by name in :data:`BACKENDS` (``name → "module:function"``,
+imported on demand, like ``CONFIG_KINDS``):
+
+- ``auto`` (default): ``address`` when a scheduler is given, else
+  ``local-cuda`` when CUDA is present, else ``local``;
+- ``local``: a :class:`distributed.LocalCluster` sized for the machine;
+- ``local-cuda``: a ``dask_cuda.LocalCUDACluster`` (one worker per GPU; needs
+  the ``[gpu]`` extra);
+- ``address``: connect to a running scheduler.
+
+Batch-system and Kubernetes backends (the deploy issue) plug in with a one-line
+entry in :data:`BACKENDS` or with :func:`register_backend`: a backend is a
+function ``(ClusterOptions) -> cluster`` returning anything a
+:class:`distributed.Client` accepts and that has ``close()``.
+
+Imports dask/distributed only inside functions; never imports torch at module
+level.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from lowdose.errors import LowdoseInputError
 
@@ -18,19 +34,124 @@ if TYPE_CHECKING:
     from distributed import Client
 
 
-def default_local_shape(n_cores: int | None = None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class ClusterOptions:
+    """What a cluster backend is asked for (``None`` means the backend's default)."""
+
+    scheduler: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = "auto"
+    processes: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Backend = Callable[[ClusterOptions], Any]
+
+BACKENDS: dict[str, str | Backend] = {
+    "local": "lowdose.parallel.cluster:local_cluster",
+    "local-cuda": "lowdose.parallel.cluster:local_cuda_cluster",
+}
+"""Cluster backend name → ``"module:function"`` (or the function itself)."""
+
+
+def register_backend(name: str, backend: str | Backend) -> None:
+    """Make ``backend`` available as ``--cluster name``."""
+    BACKENDS[name] = backend
+
+
+def available_backends() -> list[str]:
+    """Names accepted by ``--cluster``."""
+    return sorted({"auto", "address", *BACKENDS})
+
+
+def default_local_shape(n_cores: int | None = None, memory_bytes: int | None = None) -> tuple[int, int]:
     """Workers × threads for a LocalCluster on this machine.
 
-    One thread per worker process: torch and the numpy kernels each hold the GIL
-    for long stretches, so processes parallelise better than threads.
+    One thread per worker process where memory allows (torch and the numpy
+    kernels hold the GIL for long stretches, so processes parallelise better
+    than threads), but at most one worker per 4 GB of RAM, because every worker
+    holds its own copy of the model and a few frames of activations.
     """
     n = n_cores or os.cpu_count() or 1
-    return max(1, n), 1
+    if memory_bytes is None:
+        try:
+            import psutil
+
+            memory_bytes = int(psutil.virtual_memory().total)
+        except ImportError:  # pragma: no cover - psutil is a dependency
+            memory_bytes = 4 * n * 2**30
+    workers = max(1, min(n, memory_bytes // (4 * 2**30)))
+    return workers, max(1, n // workers)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (False when torch is missing)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend_name(cluster: str, scheduler: str | None) -> str:
+    """Turn ``auto`` into a concrete backend name; validate the others."""
+    if cluster == "auto":
+        if scheduler:
+            return "address"
+        return "local-cuda" if cuda_available() else "local"
+    if cluster == "address" or cluster in BACKENDS:
+        return cluster
+    raise LowdoseInputError(f"--cluster: unknown backend {cluster!r}; expected one of {available_backends()}")
+
+
+def local_cluster(options: ClusterOptions) -> Any:
+    """A :class:`distributed.LocalCluster` on 127.0.0.1 with a free dashboard port."""
+    from distributed import LocalCluster
+
+    workers, threads = default_local_shape()
+    kwargs: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
+    if options.processes:
+        kwargs["host"] = "127.0.0.1"  # in-process clusters use the inproc:// transport instead
+    return LocalCluster(
+        n_workers=options.n_workers or workers,
+        threads_per_worker=options.threads_per_worker or threads,
+        memory_limit=options.memory_limit,
+        processes=options.processes,
+        **{**kwargs, **options.extra},
+    )
+
+
+def local_cuda_cluster(options: ClusterOptions) -> Any:
+    """A ``dask_cuda.LocalCUDACluster``: one worker per visible GPU."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:
+        raise ImportError(
+            "--cluster local-cuda needs dask-cuda; install the GPU extra: pip install 'lowdose[gpu]'"
+        ) from err
+    kwargs: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", **options.extra}
+    if options.n_workers:
+        kwargs["n_workers"] = options.n_workers
+    if options.threads_per_worker:
+        kwargs["threads_per_worker"] = options.threads_per_worker
+    if options.memory_limit:
+        kwargs["memory_limit"] = options.memory_limit
+    return LocalCUDACluster(**kwargs)
+
+
+def _load_backend(name: str) -> Backend:
+    target = BACKENDS[name]
+    if callable(target):
+        return target
+    module_name, _, func_name = target.partition(":")
+    backend: Backend = getattr(importlib.import_module(module_name), func_name)
+    return backend
 
 
 @contextlib.contextmanager
 def connect(
-    cluster: str = "local",
+    cluster: str = "auto",
     *,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -38,26 +159,34 @@ def connect(
     memory_limit: str | None = "auto",
     processes: bool = True,
     quiet: bool = False,
+    **extra: Any,
 ) -> Iterator[Client]:
     """Start (or connect to) a Dask cluster and yield a client; tear down on exit.
 
     Parameters
     ----------
     cluster
-        ``"local"`` (default) or ``"address"``; a ``scheduler`` address implies
-        ``"address"``.
+        A backend name (see :func:`available_backends`); ``"auto"`` picks
+        ``address`` / ``local-cuda`` / ``local``.
     scheduler
         Address of an existing scheduler, e.g. ``tcp://127.0.0.1:8786``.
     n_workers, threads_per_worker, memory_limit, processes
-        LocalCluster shape; defaults from :func:`default_local_shape`.
+        Cluster shape; defaults from :func:`default_local_shape` for ``local``.
     quiet
         Do not print the dashboard link.
-    """
-    from distributed import Client, LocalCluster
+    **extra
+        Passed through to the backend.
 
-    if scheduler is not None:
-        cluster = "address"
-    if cluster == "address":
+    Examples
+    --------
+    >>> with connect("local", n_workers=1, processes=False, quiet=True) as client:  # doctest: +SKIP
+    ...     client.submit(sum, [1, 2]).result()
+    3
+    """
+    from distributed import Client
+
+    name = resolve_backend_name(cluster, scheduler)
+    if name == "address":
         if not scheduler:
             raise LowdoseInputError("--cluster address needs --scheduler ADDRESS")
         client = Client(scheduler)
@@ -68,22 +197,23 @@ def connect(
         finally:
             client.close()
         return
-    if cluster != "local":
-        raise LowdoseInputError(f"unknown cluster backend {cluster!r}; expected 'local' or 'address'")
-    workers, threads = default_local_shape()
-    local = LocalCluster(
-        n_workers=n_workers or workers,
-        threads_per_worker=threads_per_worker or threads,
+    options = ClusterOptions(
+        scheduler=scheduler,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
         processes=processes,
-        dashboard_address="127.0.0.1:0",
-        host="127.0.0.1",
+        extra=extra,
     )
-    client = Client(local)
+    backend = _load_backend(name)
+    started = backend(options)
     try:
-        if not quiet:
-            print(f"Dask LocalCluster ready; dashboard: {client.dashboard_link}")
-        yield client
+        client = Client(started)
+        try:
+            if not quiet:
+                print(f"Dask {name} cluster ready; dashboard: {client.dashboard_link}")
+            yield client
+        finally:
+            client.close()
     finally:
-        client.close()
-        local.close()
+        started.close()

@@ -1,0 +1,66 @@
+"""``lowdose analyze SERIES --denoised DEN.zarr --out OUT``: columns, likelihoods, frame table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lowdose.cli._pipeline_options import (
+    ClusterOption,
+    NoCatalogOption,
+    OverwriteOption,
+    QuietOption,
+    SchedulerOption,
+    ThreadsOption,
+    WorkersOption,
+    cluster_overrides,
+    run_and_report,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``analyze`` command."""
+
+    @app.command("analyze")
+    def analyze(
+        series: Path = typer.Argument(..., help="FrameSeries zarr store (the raw counts)."),
+        denoised: Path = typer.Option(..., "--denoised", help="DenoisedSeries of the same frames."),
+        out: Path = typer.Option(
+            ..., "--out", help="Output folder: OUT/columns.parquet, OUT/frames.parquet."
+        ),
+        analysis: Path | None = typer.Option(None, "--analysis", help="YAML file with the analysis block."),
+        time_average: int | None = typer.Option(
+            None, "--time-average", min=2, help="Also analyse sums of N frames."
+        ),
+        cluster: str | None = ClusterOption,
+        scheduler: str | None = SchedulerOption,
+        n_workers: int | None = WorkersOption,
+        threads_per_worker: int | None = ThreadsOption,
+        overwrite: bool = OverwriteOption,
+        no_catalog: bool = NoCatalogOption,
+        quiet: bool = QuietOption,
+    ) -> None:
+        """Detect columns, score their likelihoods and build the frame table (resumable)."""
+        import yaml
+
+        from lowdose.errors import ConfigError
+
+        block: dict[str, object] = {}
+        if analysis is not None:
+            try:
+                block = yaml.safe_load(analysis.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                raise ConfigError(f"{analysis}: cannot read the analysis YAML") from None
+        data = {
+            "series": str(series),
+            "out": str(out),
+            "stages": ["analyze"],
+            "denoised": str(denoised),
+            "analysis": block,
+            "time_average_frames": time_average,
+            "cluster": cluster_overrides(cluster, scheduler, n_workers, threads_per_worker),
+            "register_catalog": not no_catalog,
+            "progress": not quiet,
+        }
+        run_and_report(data, "lowdose analyze", overwrite)

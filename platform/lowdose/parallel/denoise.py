@@ -1,0 +1,321 @@
+"""Map a denoiser over a FrameSeries: eagerly on a numpy stack, lazily per frame chunk.
+
+The model travels as a small picklable :class:`ModelHandle` (artefact path or
+name + SHA-256, or an in-memory module for notebooks and tests) and is loaded at
+most once per worker process through a cache keyed by source, hash and device.
+Each frame chunk is one ``map_blocks`` task: frames are batched, frames larger
+than a tile are cut into overlapping tiles whose overlap is the model's
+receptive-field radius (so the stitched output equals the whole-frame output),
+torch's thread count follows the worker's, and CUDA runs under AMP autocast.
+The eager path (:func:`denoise_frames`) is the same kernel.
+
+No science here: the network lives in ``lowdose.models``. Imports torch only
+inside functions; never imports ``lowdose.analysis``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lowdose.errors import LowdoseInputError
+from lowdose.parallel.tiling import apply_tiled
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import torch
+    import xarray as xr
+
+DEFAULT_TILE_PX = 1024
+"""Frames up to this size are denoised whole; larger ones in overlapping tiles."""
+
+DEFAULT_BATCH_FRAMES = 4
+"""Frames per forward pass (activation memory grows linearly with it)."""
+
+_CACHE: dict[tuple[str, str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+_THREADS_SET = False
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A denoiser reference that pickles small and loads once per process.
+
+    Attributes
+    ----------
+    source
+        Artefact name or path for :func:`lowdose.models.artefact.load_model`;
+        ``""`` for an in-memory module.
+    sha256
+        Hash of the weights: the cache key and the ``model_sha256`` attr.
+    model_id
+        Human-readable identity written into outputs.
+    halo_px
+        Receptive-field radius: the tile overlap that makes tiling exact.
+    align_px
+        Tile starts must be multiples of this (``2**scales`` for a U-Net).
+    module
+        The module itself when ``source`` is empty.
+    """
+
+    source: str
+    sha256: str
+    model_id: str
+    halo_px: int
+    align_px: int = 1
+    module: Any = field(default=None, compare=False, repr=False)
+
+    def load(self, device: str = "cpu") -> torch.nn.Module:
+        """The model on ``device`` in eval mode, from this process's cache."""
+        key = (self.source or "<memory>", self.sha256, device)
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+            if cached is None:
+                cached = self._load_uncached(device)
+                _CACHE[key] = cached
+        return cached
+
+    def _load_uncached(self, device: str) -> torch.nn.Module:
+        if self.module is not None:
+            return self.module.to(device).eval()
+        from lowdose.models.artefact import load_model
+
+        module, _card = load_model(self.source, device=device)
+        return module.eval()
+
+
+def _state_sha256(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _card_int(card: dict[str, Any], *keys: str, default: int) -> int:
+    for key in keys:
+        value = card.get(key)
+        if value is not None:
+            return int(value)
+    return default
+
+
+def _halo_from_receptive_field(receptive_px: int) -> int:
+    return max(0, (int(receptive_px) + 1) // 2)
+
+
+def model_handle(model: str | Path | torch.nn.Module | ModelHandle = "default") -> ModelHandle:
+    """Resolve ``model`` (artefact name/path, module or handle) into a :class:`ModelHandle`.
+
+    For an artefact the card supplies the receptive field and alignment and the
+    weights file supplies the hash; for a module they are measured.
+    """
+    if isinstance(model, ModelHandle):
+        return model
+    if isinstance(model, str | Path):
+        from lowdose.models.artefact import load_model
+
+        module, card = load_model(str(model), device="cpu")
+        sha = str(card.get("sha256") or card.get("model_sha256") or _state_sha256(module))
+        receptive = _card_int(card, "receptive_field_px", "receptive_field", default=-1)
+        if receptive < 0:
+            from lowdose.models.receptive import receptive_field
+
+            receptive = receptive_field(module)
+        return ModelHandle(
+            source=str(card.get("path") or model),
+            sha256=sha,
+            model_id=str(card.get("model_id") or card.get("name") or Path(str(model)).stem),
+            halo_px=_halo_from_receptive_field(receptive),
+            align_px=_card_int(card, "size_multiple", "align_px", default=1),
+        )
+    from lowdose.models.receptive import receptive_field
+
+    scales = getattr(model, "scales", None)
+    return ModelHandle(
+        source="",
+        sha256=_state_sha256(model),
+        model_id=type(model).__name__,
+        halo_px=_halo_from_receptive_field(receptive_field(model)),
+        align_px=2 ** int(scales) if isinstance(scales, int) else 1,
+        module=model,
+    )
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _configure_torch_threads() -> None:
+    """Match torch's intra-op threads to the Dask worker's thread count, once per process."""
+    global _THREADS_SET
+    if _THREADS_SET:
+        return
+    import torch
+
+    n_threads: int | None = None
+    try:
+        from distributed import get_worker
+
+        n_threads = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        env = os.environ.get("OMP_NUM_THREADS")
+        n_threads = int(env) if env and env.isdigit() else None
+    if n_threads:
+        torch.set_num_threads(max(1, n_threads))
+    _THREADS_SET = True
+
+
+def _forward(module: torch.nn.Module, frames: np.ndarray, device: str, amp: bool) -> np.ndarray:
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None].to(device)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        y = module(x)
+    return y[:, 0].float().cpu().numpy()
+
+
+def denoise_frames(
+    counts: np.ndarray,
+    model: str | Path | torch.nn.Module | ModelHandle,
+    *,
+    tile_px: int = DEFAULT_TILE_PX,
+    overlap_px: int | None = None,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    device: str = "auto",
+    amp: bool = True,
+) -> np.ndarray:
+    """Denoise a ``(frame, y, x)`` stack of counts in memory; returns float32 expected counts.
+
+    Parameters
+    ----------
+    counts
+        Raw counts, any integer or float dtype; a single ``(y, x)`` frame is accepted.
+    model
+        Artefact name/path, module or :class:`ModelHandle`.
+    tile_px
+        Frames larger than this are processed in overlapping tiles.
+    overlap_px
+        Tile margin; default the model's receptive-field radius (exact tiling).
+    batch_frames
+        Frames per forward pass.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+    amp
+        Use float16 autocast on CUDA (ignored on CPU).
+    """
+    handle = model_handle(model)
+    _configure_torch_threads()
+    squeeze = counts.ndim == 2
+    stack = counts[None] if squeeze else counts
+    if stack.ndim != 3:
+        raise LowdoseInputError(f"denoise: expected (frame, y, x) counts, got shape {counts.shape}")
+    if batch_frames < 1:
+        raise LowdoseInputError(f"denoise: batch_frames must be >= 1, got {batch_frames}")
+    device = resolve_device(device)
+    module = handle.load(device)
+    use_amp = amp and device.startswith("cuda")
+    halo = handle.halo_px if overlap_px is None else overlap_px
+    out = np.empty(stack.shape, dtype=np.float32)
+    for start in range(0, stack.shape[0], batch_frames):
+        batch = stack[start : start + batch_frames].astype(np.float32)
+        out[start : start + batch_frames] = apply_tiled(
+            batch, lambda tile: _forward(module, tile, device, use_amp), tile_px, halo, handle.align_px
+        )
+    return out[0] if squeeze else out
+
+
+def _denoise_block(block: np.ndarray, handle: ModelHandle, out_dtype: str, **kwargs: Any) -> np.ndarray:
+    return denoise_frames(block, handle, **kwargs).astype(out_dtype, copy=False)
+
+
+def denoise_array(
+    counts: da.Array,
+    model: str | Path | torch.nn.Module | ModelHandle = "default",
+    *,
+    tile_px: int = DEFAULT_TILE_PX,
+    overlap_px: int | None = None,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    device: str = "auto",
+    amp: bool = True,
+    out_dtype: str = "float32",
+) -> da.Array:
+    """Lazily denoise a dask ``(frame, y, x)`` array, one task per frame chunk.
+
+    Chunks along y/x are merged first (a frame is never split across tasks;
+    tiling happens inside the task). Arguments as :func:`denoise_frames`.
+    """
+    import dask.array as da
+    from dask.base import tokenize
+
+    if counts.ndim != 3:
+        raise LowdoseInputError(f"denoise: expected (frame, y, x) counts, got {counts.ndim} dims")
+    if out_dtype not in ("float16", "float32"):
+        raise LowdoseInputError(f"denoise: out_dtype must be float16 or float32, got {out_dtype!r}")
+    handle = model_handle(model)
+    counts = counts.rechunk({1: -1, 2: -1})
+    options = {
+        "tile_px": tile_px,
+        "overlap_px": overlap_px,
+        "batch_frames": batch_frames,
+        "device": device,
+        "amp": amp,
+    }
+    name = "lowdose-denoise-" + tokenize(counts.name, handle.sha256, handle.source, out_dtype, options)
+    return da.map_blocks(
+        _denoise_block,
+        counts,
+        handle=handle,
+        out_dtype=out_dtype,
+        dtype=out_dtype,
+        meta=np.empty((0, 0, 0), dtype=out_dtype),
+        name=name,
+        **options,
+    )
+
+
+def denoise_series(
+    series: xr.Dataset,
+    model: str | Path | torch.nn.Module | ModelHandle = "default",
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Lazy DenoisedSeries of a FrameSeries dataset (var ``denoised``, same grid and coords).
+
+    Keyword arguments as :func:`denoise_array`. The result carries the source's
+    attrs plus ``model_id`` and ``model_sha256`` and the DenoisedSeries stamp.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    from lowdose.store.schema import Layout, stamp
+
+    if "counts" not in series:
+        raise LowdoseInputError("denoise: the dataset has no 'counts' variable (expected a FrameSeries)")
+    handle = model_handle(model)
+    counts = series["counts"]
+    data = (
+        counts.data
+        if isinstance(counts.data, da.Array)
+        else da.from_array(counts.values, chunks=(-1, -1, -1))
+    )
+    denoised = denoise_array(data, handle, **kwargs)
+    keep_attrs = {k: v for k, v in series.attrs.items() if not k.startswith("lowdose_")}
+    out = xr.Dataset(
+        {"denoised": (counts.dims, denoised, {"units": "expected counts per pixel"})},
+        coords=dict(counts.coords.items()),
+        attrs={**keep_attrs, "model_id": handle.model_id, "model_sha256": handle.sha256},
+    )
+    return stamp(out, Layout.DENOISED_SERIES)

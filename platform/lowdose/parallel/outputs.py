@@ -1,0 +1,254 @@
+"""The pipeline's output folder: crash-safe writes, completion markers, manifests.
+
+Layout of ``OUT/`` (the dashboard and catalog rely on these names)::
+
+    OUT/denoised.zarr/          DenoisedSeries (zarr v3), written one frame chunk at a time
+    OUT/columns.parquet/        ColumnTable, one part file per frame chunk
+    OUT/frames.parquet/         FrameTable, one part file per frame chunk
+    OUT/columns_avg{n}.parquet/ and OUT/frames_avg{n}.parquet/  time-averaged analysis
+    OUT/_progress/<stage>/      manifest.json + one marker per finished chunk
+
+Every file is written to a dot-prefixed temp name and renamed into place;
+Parquet readers (pyarrow datasets) ignore dot- and underscore-prefixed names, so
+a half-written part is never read. A chunk's marker is written only after all
+its data is in place, so a killed run is resumed by redoing exactly the chunks
+without a marker. A manifest records what a stage's outputs were computed from;
+re-running into a folder made from different inputs is refused.
+
+Imports numpy, pandas, zarr and xarray; never torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lowdose.errors import LowdoseInputError, StoreError
+
+DENOISED_NAME = "denoised.zarr"
+COLUMNS_NAME = "columns.parquet"
+FRAMES_NAME = "frames.parquet"
+PROGRESS_NAME = "_progress"
+
+
+def columns_name(average_frames: int | None = None) -> str:
+    """Folder name of the ColumnTable (per frame, or averaged over ``n`` frames)."""
+    return COLUMNS_NAME if not average_frames else f"columns_avg{average_frames}.parquet"
+
+
+def frames_name(average_frames: int | None = None) -> str:
+    """Folder name of the FrameTable (per frame, or averaged over ``n`` frames)."""
+    return FRAMES_NAME if not average_frames else f"frames_avg{average_frames}.parquet"
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as one Parquet file, via a hidden temp file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False, engine="pyarrow")
+    os.replace(tmp, path)
+
+
+def part_name(chunk: int) -> str:
+    """File name of chunk ``chunk``'s part in a table folder."""
+    return f"part-{chunk:06d}.parquet"
+
+
+class Progress:
+    """Markers and manifest of one stage (``denoise``, ``analyze``, ``avg40``...) in ``OUT``."""
+
+    def __init__(self, out: Path, stage: str) -> None:
+        self.folder = Path(out) / PROGRESS_NAME / stage
+        self.stage = stage
+
+    def marker(self, chunk: int) -> Path:
+        """Path of chunk ``chunk``'s completion marker."""
+        return self.folder / f"chunk-{chunk:06d}.done"
+
+    def is_done(self, chunk: int) -> bool:
+        """Whether chunk ``chunk`` finished in an earlier (or this) run."""
+        return self.marker(chunk).exists()
+
+    def mark_done(self, chunk: int, summary: Mapping[str, Any]) -> None:
+        """Record chunk ``chunk`` as finished; call only after its data is in place."""
+        _write_bytes_atomic(self.marker(chunk), json.dumps(dict(summary), sort_keys=True).encode())
+
+    def done_chunks(self) -> set[int]:
+        """Indices of all finished chunks."""
+        if not self.folder.exists():
+            return set()
+        return {int(p.stem.split("-")[1]) for p in self.folder.glob("chunk-*.done")}
+
+    @property
+    def manifest_path(self) -> Path:
+        """Where the stage's manifest lives."""
+        return self.folder / "manifest.json"
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The stage's manifest, or ``None`` when the stage never started."""
+        try:
+            return dict(json.loads(self.manifest_path.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def check_or_start(self, manifest: Mapping[str, Any], out: Path) -> bool:
+        """Compare with an existing manifest or start the stage afresh.
+
+        Returns ``True`` when the stage is resumed, ``False`` when it starts
+        from nothing (stale markers are removed first).
+
+        Raises
+        ------
+        LowdoseInputError
+            If ``out`` holds this stage from a run with different inputs.
+        """
+        wanted = json.loads(json.dumps(dict(manifest), sort_keys=True, default=str))
+        found = self.manifest()
+        if found is not None:
+            differs = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+            if differs:
+                raise LowdoseInputError(
+                    f"{out}: holds '{self.stage}' outputs of a different run ({', '.join(differs)} differ); "
+                    "use a new --out folder or --overwrite"
+                )
+            return True
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        return False
+
+    def commit_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Write the manifest once the stage's outputs are initialised."""
+        text = json.dumps(dict(manifest), sort_keys=True, indent=1, default=str)
+        _write_bytes_atomic(self.manifest_path, text.encode())
+
+
+def create_denoised_store(
+    path: Path,
+    *,
+    n_frames: int,
+    frame_shape: tuple[int, int],
+    chunk_frames: int,
+    dtype: str,
+    time_s: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Create an empty DenoisedSeries zarr group (arrays sized, coords written, no data).
+
+    Written under a temp name and renamed, so ``path`` either does not exist or
+    is complete. Chunks are whole frames, ``chunk_frames`` per chunk, so each
+    pipeline task writes exactly its own chunk files.
+    """
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    from lowdose import __version__
+    from lowdose.store.schema import DENOISED_SERIES, LAYOUT_VERSION, Layout
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    ny, nx = frame_shape
+    array = group.create_array(
+        DENOISED_SERIES.variable,
+        shape=(n_frames, ny, nx),
+        chunks=(chunk_frames, ny, nx),
+        dtype=dtype,
+        compressors=[
+            BloscCodec(typesize=np.dtype(dtype).itemsize, cname="zstd", clevel=3, shuffle="shuffle")
+        ],
+        fill_value=np.nan,
+        dimension_names=list(DENOISED_SERIES.dims),
+    )
+    array.attrs.update({"units": "expected electrons per pixel", "coordinates": "time_s"})
+    times = group.create_array(
+        "time_s", shape=(n_frames,), chunks=(max(n_frames, 1),), dtype="float64", dimension_names=["frame"]
+    )
+    times[:] = np.asarray(time_s, dtype="float64")
+    times.attrs.update({"units": "s"})
+    group.attrs.update(
+        {
+            **dict(attrs),
+            "lowdose_layout": str(Layout.DENOISED_SERIES),
+            "lowdose_layout_version": LAYOUT_VERSION,
+            "lowdose_version": __version__,
+            "chunk_frames": int(chunk_frames),
+        }
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def write_denoised_chunk(path: Path, start: int, values: np.ndarray) -> None:
+    """Write frames ``start : start + len(values)`` (a whole chunk) of a DenoisedSeries."""
+    import zarr
+
+    array = zarr.open_array(str(path), path="denoised", mode="r+")
+    array[start : start + values.shape[0]] = values.astype(array.dtype, copy=False)
+
+
+def open_denoised(path: str | Path) -> Any:
+    """Open a DenoisedSeries as a lazy validated :class:`xarray.Dataset`."""
+    import dask.array as da
+    import xarray as xr
+    import zarr
+
+    from lowdose.store.schema import DENOISED_SERIES, Layout, validate
+
+    location = str(path)
+    try:
+        group = zarr.open_group(location, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise StoreError(f"{location}: no DenoisedSeries store here") from err
+    array = group[DENOISED_SERIES.variable]
+    if not isinstance(array, zarr.Array):
+        raise StoreError(f"{location}: '{DENOISED_SERIES.variable}' is not an array")
+    lazy = da.from_zarr(array, chunks=array.chunks, name=f"denoised-{location}")
+    n_frames = array.shape[0]
+    ds = xr.Dataset(
+        {
+            DENOISED_SERIES.variable: xr.Variable(
+                DENOISED_SERIES.dims, lazy, attrs={"units": array.attrs.get("units")}
+            )
+        },
+        coords={
+            "frame": ("frame", np.arange(n_frames, dtype="int64")),
+            "time_s": (
+                "frame",
+                np.asarray(zarr.open_array(location, path="time_s", mode="r")[:]),
+                {"units": "s"},
+            ),
+        },
+        attrs=dict(group.attrs),
+    )
+    return validate(ds, Layout.DENOISED_SERIES, source=location)
+
+
+def read_table(folder: str | Path) -> pd.DataFrame:
+    """Read a table folder written chunk by chunk, sorted by frame (and position)."""
+    folder = Path(folder)
+    parts = sorted(folder.glob("part-*.parquet"))
+    if not parts:
+        raise StoreError(f"{folder}: no table parts here")
+    table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    keys = [k for k in ("frame", "y_px", "x_px") if k in table.columns]
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -1,0 +1,466 @@
+"""The distributed pipeline: FrameSeries → DenoisedSeries → ColumnTable + FrameTable.
+
+One task per frame chunk denoises the chunk (:mod:`lowdose.parallel.denoise`),
+writes it into ``OUT/denoised.zarr`` (a region write of exactly that chunk),
+analyses every frame (:mod:`lowdose.parallel.analyze`), writes the chunk's
+Parquet parts and only then its completion marker (:mod:`lowdose.parallel.outputs`).
+A re-run skips chunks with markers, so a run killed at any point and re-run gives
+the same bytes as an uninterrupted one: every chunk's computation is
+deterministic and depends only on its own frames. An optional second pass
+analyses time averages of ``n`` frames from the written stores.
+
+Stages: ``denoise`` + ``analyze`` (``lowdose run``), ``denoise`` alone
+(``lowdose denoise``) or ``analyze`` of an existing DenoisedSeries
+(``lowdose analyze``). No science here; never imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from lowdose.config.base import LowdoseConfig
+from lowdose.errors import LowdoseInputError
+from lowdose.parallel import outputs
+from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block
+from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+Stage = Literal["denoise", "analyze"]
+
+
+class ClusterConfig(LowdoseConfig):
+    """Where the pipeline runs (see :func:`lowdose.parallel.cluster.connect`)."""
+
+    name: str = Field("auto", description="Backend: auto, local, local-cuda, address, or a registered one.")
+    scheduler: str | None = Field(None, description="Address of a running scheduler (implies 'address').")
+    n_workers: int | None = Field(None, ge=1, description="Workers (default: sized for the machine).")
+    threads_per_worker: int | None = Field(None, ge=1, description="Threads per worker.")
+    memory_limit: str | None = Field("auto", description="Per-worker memory limit, e.g. '4GB'.")
+    processes: bool = Field(True, description="Worker processes (False: threads in this process).")
+
+
+class PipelineConfig(LowdoseConfig):
+    """A ``lowdose run PIPELINE.yaml`` file."""
+
+    series: Path = Field(..., description="FrameSeries zarr store to process.")
+    out: Path = Field(..., description="Output folder (denoised.zarr, columns.parquet, frames.parquet).")
+    stages: list[Stage] = Field(["denoise", "analyze"], description="Which stages to run.")
+    denoised: Path | None = Field(None, description="Existing DenoisedSeries to analyse (analyze-only runs).")
+    model: str = Field("default", description="Model artefact name or path ('default': the shipped one).")
+    device: str = Field("auto", description="Torch device on the workers: auto, cpu, cuda, cuda:N.")
+    amp: bool = Field(True, description="float16 autocast on CUDA.")
+    tile_px: int = Field(DEFAULT_TILE_PX, ge=16, description="Frames larger than this are tiled.")
+    overlap_px: int | None = Field(
+        None, ge=0, description="Tile overlap; default the receptive-field radius."
+    )
+    batch_frames: int = Field(DEFAULT_BATCH_FRAMES, ge=1, description="Frames per forward pass.")
+    chunk_frames: int | None = Field(None, ge=1, description="Frames per task (default: the store's chunks).")
+    out_dtype: Literal["float16", "float32"] = Field("float32", description="dtype of the denoised frames.")
+    analysis: dict[str, Any] = Field(
+        default_factory=dict, description="AnalysisConfig block for analyze_frame."
+    )
+    time_average_frames: int | None = Field(None, ge=2, description="Also analyse sums of n frames.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Dask cluster.")  # type: ignore[arg-type]
+    register_catalog: bool = Field(True, description="Register the outputs in the catalog.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        if not self.stages:
+            raise ValueError("stages: expected at least one of 'denoise', 'analyze'")
+        if "denoise" not in self.stages and self.denoised is None:
+            raise ValueError("denoised: an analyze-only run needs the DenoisedSeries to analyse")
+        if self.overlap_px is not None and self.tile_px <= 2 * self.overlap_px:
+            raise ValueError(f"tile_px ({self.tile_px}) must exceed 2 × overlap_px ({self.overlap_px})")
+        return self
+
+
+@dataclass
+class PipelineResult:
+    """What a run did."""
+
+    out: Path
+    n_frames: int
+    n_chunks: int
+    chunks_run: int
+    chunks_skipped: int
+    elapsed_s: float
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def frames_per_s(self) -> float:
+        """Throughput of the chunks actually run in this call."""
+        frames = self.n_frames * self.chunks_run / max(self.n_chunks, 1)
+        return frames / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+
+def _chunk_task(
+    counts: np.ndarray,
+    denoised: np.ndarray,
+    *,
+    chunk: int,
+    start: int,
+    out: Path,
+    write_denoised: bool,
+    analyze: bool,
+    average_frames: int | None,
+    pixel_size_A: float,
+    time_s: np.ndarray,
+    config: Any,
+    ground_truth: pd.DataFrame | None,
+    kernel: AnalyzeKernel | None,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {"chunk": chunk, "start": start, "n_frames": int(counts.shape[0])}
+    if write_denoised:
+        outputs.write_denoised_chunk(out / outputs.DENOISED_NAME, start, denoised)
+        outputs.Progress(out, "denoise").mark_done(chunk, summary)
+    if analyze:
+        if average_frames:
+            n = average_frames
+            counts = counts.reshape(-1, n, *counts.shape[1:]).sum(axis=1, dtype=np.uint32)
+            denoised = denoised.reshape(-1, n, *denoised.shape[1:]).astype(np.float32).sum(axis=1)
+            time_s = time_s.reshape(-1, n).mean(axis=1)
+        columns, frames = analyze_block(
+            counts,
+            denoised,
+            frame_offset=start // (average_frames or 1),
+            pixel_size_A=pixel_size_A,
+            time_s=time_s,
+            config=config,
+            ground_truth=ground_truth,
+            kernel=kernel,
+        )
+        name = outputs.part_name(chunk)
+        outputs.write_parquet_atomic(columns, out / outputs.columns_name(average_frames) / name)
+        outputs.write_parquet_atomic(frames, out / outputs.frames_name(average_frames) / name)
+        summary["n_columns"] = len(columns)
+        stage = f"avg{average_frames}" if average_frames else "analyze"
+        outputs.Progress(out, stage).mark_done(chunk, summary)
+    return summary
+
+
+def _read_ground_truth(series: Path) -> pd.DataFrame | None:
+    from lowdose.store.schema import ground_truth_path
+
+    path = ground_truth_path(series)
+    if not path.exists():
+        return None
+    table = pd.read_parquet(path)
+    if "frame" not in table.columns and "image" in table.columns:
+        table = table.rename(columns={"image": "frame"})
+    return table
+
+
+def _run_futures(client: Client, tasks: list[Any], label: str, progress: bool) -> list[dict[str, Any]]:
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    futures = client.compute(tasks)
+    results = []
+    with tqdm(total=len(futures), desc=label, unit="chunk", disable=not progress) as bar:
+        for future in as_completed(futures):
+            results.append(future.result())
+            bar.update(1)
+    return results
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    client: Client | None = None,
+    *,
+    model: Any = None,
+    kernel: AnalyzeKernel | None = None,
+    overwrite: bool = False,
+) -> PipelineResult:
+    """Run (or resume) the pipeline described by ``config``.
+
+    Parameters
+    ----------
+    config
+        What to process and where to write it.
+    client
+        A Dask client; default: start the cluster of ``config.cluster`` for the run.
+    model
+        Override ``config.model`` with an in-memory module or
+        :class:`~lowdose.parallel.denoise.ModelHandle` (notebooks, tests).
+    kernel
+        Override the per-frame analysis kernel (default ``analyze_frame``).
+    overwrite
+        Delete ``config.out`` first instead of resuming.
+    """
+    if client is None:
+        from lowdose.parallel.cluster import connect
+
+        c = config.cluster
+        with connect(
+            c.name,
+            scheduler=c.scheduler,
+            n_workers=c.n_workers,
+            threads_per_worker=c.threads_per_worker,
+            memory_limit=c.memory_limit,
+            processes=c.processes,
+            quiet=not config.progress,
+        ) as started:
+            return run_pipeline(config, started, model=model, kernel=kernel, overwrite=overwrite)
+    return _Run(config, client, model, kernel, overwrite).execute()
+
+
+class _Run:
+    """State of one pipeline invocation (keeps :func:`run_pipeline` readable)."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        client: Client,
+        model: Any,
+        kernel: AnalyzeKernel | None,
+        overwrite: bool,
+    ) -> None:
+        from lowdose.store.series import open_series
+
+        self.config, self.client, self.kernel = config, client, kernel
+        self.out = Path(config.out)
+        if overwrite and self.out.exists():
+            import shutil
+
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.series = open_series(config.series)
+        counts = self.series["counts"].data
+        self.n_frames, ny, nx = (int(s) for s in counts.shape)
+        if self.n_frames == 0:
+            raise LowdoseInputError(f"{config.series}: the series has no frames")
+        chunk_frames = config.chunk_frames or int(counts.chunks[0][0])
+        if config.time_average_frames and chunk_frames % config.time_average_frames:
+            chunk_frames = max(1, chunk_frames // config.time_average_frames) * config.time_average_frames
+        self.chunk_frames = chunk_frames
+        self.counts = counts.rechunk((chunk_frames, ny, nx))
+        self.frame_shape = (ny, nx)
+        self.starts = list(range(0, self.n_frames, chunk_frames))
+        self.pixel_size_A = float(self.series.attrs["pixel_size_A"])
+        self.time_s = np.asarray(self.series["time_s"].values, dtype="float64")
+        self.ground_truth = _read_ground_truth(Path(config.series))
+        self.analysis = analysis_config(config.analysis) if "analyze" in config.stages else None
+        self.handle = None
+        if "denoise" in config.stages:
+            from lowdose.parallel.denoise import model_handle
+
+            self.handle = model_handle(model if model is not None else config.model)
+
+    def _truth(self, start: int, stop: int) -> pd.DataFrame | None:
+        gt = self.ground_truth
+        if gt is None:
+            return None
+        return gt[(gt["frame"] >= start) & (gt["frame"] < stop)]
+
+    def _denoise_manifest(self) -> dict[str, Any]:
+        assert self.handle is not None
+        c = self.config
+        return {
+            "series": str(Path(c.series).resolve()),
+            "n_frames": self.n_frames,
+            "frame_shape": list(self.frame_shape),
+            "chunk_frames": self.chunk_frames,
+            "model_id": self.handle.model_id,
+            "model_sha256": self.handle.sha256,
+            "tile_px": c.tile_px,
+            "overlap_px": c.overlap_px,
+            "batch_frames": c.batch_frames,
+            "out_dtype": c.out_dtype,
+        }
+
+    def _denoised_path(self) -> Path:
+        if "denoise" in self.config.stages:
+            return self.out / outputs.DENOISED_NAME
+        assert self.config.denoised is not None
+        return Path(self.config.denoised)
+
+    def _denoised_sha(self) -> str:
+        return str(outputs.open_denoised(self._denoised_path()).attrs["model_sha256"])
+
+    def _denoised_source(self) -> Any:
+        """The denoised frames as a dask array aligned with ``self.counts``."""
+        c = self.config
+        if "denoise" not in c.stages:
+            den = outputs.open_denoised(self._denoised_path())["denoised"].data
+            if den.shape != self.counts.shape:
+                raise LowdoseInputError(
+                    f"{c.denoised}: denoised shape {den.shape} does not match the series {self.counts.shape}"
+                )
+            return den.rechunk(self.counts.chunks)
+        from lowdose.parallel.denoise import denoise_array
+
+        return denoise_array(
+            self.counts,
+            self.handle,  # type: ignore[arg-type]
+            tile_px=c.tile_px,
+            overlap_px=c.overlap_px,
+            batch_frames=c.batch_frames,
+            device=c.device,
+            amp=c.amp,
+            out_dtype=c.out_dtype,
+        )
+
+    def _prepare_denoise(self) -> set[int]:
+        progress = outputs.Progress(self.out, "denoise")
+        manifest = self._denoise_manifest()
+        if not progress.check_or_start(manifest, self.out):
+            assert self.handle is not None
+            attrs = {k: v for k, v in self.series.attrs.items() if not k.startswith("lowdose_")}
+            for key in ("n_frames", "ingest_state", "compression", "chunk_frames"):
+                attrs.pop(key, None)
+            attrs.update(model_id=self.handle.model_id, model_sha256=self.handle.sha256)
+            attrs["source_series"] = str(Path(self.config.series).resolve())
+            outputs.create_denoised_store(
+                self.out / outputs.DENOISED_NAME,
+                n_frames=self.n_frames,
+                frame_shape=self.frame_shape,
+                chunk_frames=self.chunk_frames,
+                dtype=self.config.out_dtype,
+                time_s=self.time_s,
+                attrs=attrs,
+            )
+            progress.commit_manifest(manifest)
+        return progress.done_chunks()
+
+    def _prepare_analysis(self, stage: str, denoised_from: str) -> set[int]:
+        progress = outputs.Progress(self.out, stage)
+        manifest = {
+            "series": str(Path(self.config.series).resolve()),
+            "n_frames": self.n_frames,
+            "chunk_frames": self.chunk_frames,
+            "denoised": denoised_from,
+            "analysis": self.config.analysis,
+            "time_average_frames": self.config.time_average_frames if stage != "analyze" else None,
+        }
+        if not progress.check_or_start(manifest, self.out):
+            average = self.config.time_average_frames if stage != "analyze" else None
+            for name in (outputs.columns_name(average), outputs.frames_name(average)):
+                for part in (self.out / name).glob("part-*.parquet"):
+                    part.unlink()
+            progress.commit_manifest(manifest)
+        return progress.done_chunks()
+
+    def execute(self) -> PipelineResult:
+        import dask
+
+        c = self.config
+        t0 = time.perf_counter()
+        denoise, analyze = "denoise" in c.stages, "analyze" in c.stages
+        denoise_done = self._prepare_denoise() if denoise else set(range(len(self.starts)))
+        model_sha = self.handle.sha256 if self.handle else self._denoised_sha()
+        analyze_done = (
+            self._prepare_analysis("analyze", model_sha) if analyze else set(range(len(self.starts)))
+        )
+        denoised = self._denoised_source()
+        written = None
+        if denoise and denoise_done:
+            written = outputs.open_denoised(self.out / outputs.DENOISED_NAME)["denoised"].data.rechunk(
+                self.counts.chunks
+            )
+        count_blocks = self.counts.to_delayed().ravel()
+        den_blocks = denoised.to_delayed().ravel()
+        tasks = []
+        for chunk, start in enumerate(self.starts):
+            need_denoise = chunk not in denoise_done
+            need_analyze = chunk not in analyze_done
+            if not (need_denoise or need_analyze):
+                continue
+            den_block = den_blocks[chunk]
+            if not need_denoise and written is not None:
+                den_block = written.to_delayed().ravel()[chunk]
+            stop = min(start + self.chunk_frames, self.n_frames)
+            tasks.append(
+                dask.delayed(_chunk_task, pure=False)(
+                    count_blocks[chunk],
+                    den_block,
+                    chunk=chunk,
+                    start=start,
+                    out=self.out,
+                    write_denoised=need_denoise,
+                    analyze=need_analyze,
+                    average_frames=None,
+                    pixel_size_A=self.pixel_size_A,
+                    time_s=self.time_s[start:stop],
+                    config=self.analysis,
+                    ground_truth=self._truth(start, stop),
+                    kernel=self.kernel,
+                )
+            )
+        _run_futures(self.client, tasks, "frames", c.progress)
+        chunks_run = len(tasks)
+        if analyze and c.time_average_frames:
+            self._time_average(model_sha)
+        elapsed = time.perf_counter() - t0
+        produced = {}
+        if denoise:
+            produced["denoised"] = self.out / outputs.DENOISED_NAME
+        if analyze:
+            produced["columns"] = self.out / outputs.COLUMNS_NAME
+            produced["frames"] = self.out / outputs.FRAMES_NAME
+        result = PipelineResult(
+            out=self.out,
+            n_frames=self.n_frames,
+            n_chunks=len(self.starts),
+            chunks_run=chunks_run,
+            chunks_skipped=len(self.starts) - chunks_run,
+            elapsed_s=elapsed,
+            outputs=produced,
+        )
+        if c.register_catalog:
+            _register(c, result)
+        return result
+
+    def _time_average(self, model_sha: str) -> None:
+        import dask
+
+        n = self.config.time_average_frames
+        assert n is not None
+        stage = f"avg{n}"
+        done = self._prepare_analysis(stage, model_sha)
+        den = outputs.open_denoised(self._denoised_path())["denoised"].data.rechunk(self.counts.chunks)
+        count_blocks, den_blocks = self.counts.to_delayed().ravel(), den.to_delayed().ravel()
+        tasks = []
+        for chunk, start in enumerate(self.starts):
+            stop = min(start + self.chunk_frames, self.n_frames)
+            usable = (stop - start) // n * n
+            if chunk in done or usable == 0:
+                continue
+            tasks.append(
+                dask.delayed(_chunk_task, pure=False)(
+                    count_blocks[chunk][:usable],
+                    den_blocks[chunk][:usable],
+                    chunk=chunk,
+                    start=start,
+                    out=self.out,
+                    write_denoised=False,
+                    analyze=True,
+                    average_frames=n,
+                    pixel_size_A=self.pixel_size_A,
+                    time_s=self.time_s[start : start + usable],
+                    config=self.analysis,
+                    ground_truth=None,
+                    kernel=self.kernel,
+                )
+            )
+        _run_futures(self.client, tasks, f"{n}-frame averages", self.config.progress)
+
+
+def _register(config: PipelineConfig, result: PipelineResult) -> None:
+    """Register the outputs in the catalog beside the series (when the catalog module offers it)."""
+    try:
+        from lowdose.store import catalog
+    except ImportError:
+        return
+    register = getattr(catalog, "register_pipeline_outputs", None)
+    if register is not None:
+        register(series=config.series, out=result.out, outputs=result.outputs)

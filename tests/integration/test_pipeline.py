@@ -1,0 +1,122 @@
+"""The pipeline end to end on a real in-process Dask cluster, with a tiny real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+from lowdose.errors import LowdoseInputError
+from lowdose.parallel.cluster import connect
+from lowdose.parallel.denoise import denoise_frames
+from lowdose.parallel.outputs import Progress, open_denoised, read_table
+from lowdose.parallel.pipeline import PipelineConfig, run_pipeline
+from lowdose.store.schema import COLUMN_TABLE_COLUMNS, Layout, validate
+from lowdose.store.series import open_series
+from tests.unit.parallel.tiny import TinyConv, tiny_handle, toy_analyze_frame, write_series
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with connect("local", n_workers=1, threads_per_worker=2, processes=False, quiet=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def handle():
+    return tiny_handle(TinyConv(n_layers=3, width=4, seed=1))
+
+
+def _config(series: Path, out: Path, **extra) -> PipelineConfig:
+    return PipelineConfig(series=series, out=out, register_catalog=False, progress=False, **extra)
+
+
+def _zarr_bytes(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+def test_run_writes_denoised_and_tables(tmp_path, client, handle):
+    series = write_series(tmp_path / "s.zarr", n_frames=10, shape=(48, 40), chunk_frames=4, with_truth=True)
+    result = run_pipeline(_config(series, tmp_path / "out"), client, model=handle, kernel=toy_analyze_frame)
+    assert (result.n_chunks, result.chunks_run, result.chunks_skipped) == (3, 3, 0)
+
+    den = open_denoised(tmp_path / "out" / "denoised.zarr")
+    validate(den, Layout.DENOISED_SERIES)
+    assert den.attrs["model_sha256"] == handle.sha256
+    counts = open_series(series)["counts"].values
+    np.testing.assert_array_equal(den["denoised"].values, denoise_frames(counts, handle, device="cpu"))
+
+    columns = read_table(tmp_path / "out" / "columns.parquet")
+    frames = read_table(tmp_path / "out" / "frames.parquet")
+    assert list(columns.columns[: len(COLUMN_TABLE_COLUMNS)]) == list(COLUMN_TABLE_COLUMNS)
+    assert frames["frame"].tolist() == list(range(10))
+    assert frames["counts"].tolist() == counts.reshape(10, -1).sum(axis=1).tolist()
+    assert (frames["n_truth"] == 4).all()  # each frame got its own ground truth rows
+    np.testing.assert_allclose(frames["time_s"], np.arange(10) / 40.0)
+
+    again = run_pipeline(_config(series, tmp_path / "out"), client, model=handle, kernel=toy_analyze_frame)
+    assert (again.chunks_run, again.chunks_skipped) == (0, 3)
+
+
+def test_resume_after_a_crash_is_byte_identical(tmp_path, client, handle):
+    series = write_series(tmp_path / "s.zarr", n_frames=12, shape=(32, 32), chunk_frames=4)
+    cfg = _config(series, tmp_path / "a")
+    run_pipeline(cfg, client, model=handle, kernel=toy_analyze_frame)
+    reference = _zarr_bytes(tmp_path / "a" / "denoised.zarr")
+    ref_columns = read_table(tmp_path / "a" / "columns.parquet")
+    ref_frames = read_table(tmp_path / "a" / "frames.parquet")
+
+    # Simulate a crash in chunk 1 after its zarr write but before its marker, and in
+    # chunk 2 halfway through the chunk file: torn data, no markers.
+    for stage in ("denoise", "analyze"):
+        for chunk in (1, 2):
+            Progress(tmp_path / "a", stage).marker(chunk).unlink()
+    torn = tmp_path / "a" / "denoised.zarr" / "denoised" / "c" / "2" / "0" / "0"
+    torn.write_bytes(torn.read_bytes()[:10])
+    (tmp_path / "a" / "columns.parquet" / "part-000001.parquet").unlink()
+    (tmp_path / "a" / "frames.parquet" / "part-000002.parquet").write_bytes(b"garbage")
+
+    result = run_pipeline(cfg, client, model=handle, kernel=toy_analyze_frame)
+    assert (result.chunks_run, result.chunks_skipped) == (2, 1)
+    assert _zarr_bytes(tmp_path / "a" / "denoised.zarr") == reference
+    pd.testing.assert_frame_equal(read_table(tmp_path / "a" / "columns.parquet"), ref_columns)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "a" / "frames.parquet"), ref_frames)
+
+
+def test_refuses_to_mix_runs_and_separate_stages_agree(tmp_path, client, handle):
+    series = write_series(tmp_path / "s.zarr", n_frames=8, shape=(32, 32), chunk_frames=4)
+    run_pipeline(_config(series, tmp_path / "run"), client, model=handle, kernel=toy_analyze_frame)
+    other = tiny_handle(TinyConv(n_layers=3, width=4, seed=2))
+    with pytest.raises(LowdoseInputError, match="model_sha256"):
+        run_pipeline(_config(series, tmp_path / "run"), client, model=other, kernel=toy_analyze_frame)
+
+    # denoise, then analyze separately (float16 output) == run in one go at float16.
+    run_pipeline(
+        _config(series, tmp_path / "sep", stages=["denoise"], out_dtype="float16"), client, model=handle
+    )
+    den_path = tmp_path / "sep" / "denoised.zarr"
+    run_pipeline(
+        _config(series, tmp_path / "sep", stages=["analyze"], denoised=den_path, time_average_frames=2),
+        client,
+        kernel=toy_analyze_frame,
+    )
+    run_pipeline(
+        _config(series, tmp_path / "one", out_dtype="float16"), client, model=handle, kernel=toy_analyze_frame
+    )
+    for name in ("columns.parquet", "frames.parquet"):
+        separate, fused = read_table(tmp_path / "sep" / name), read_table(tmp_path / "one" / name)
+        pd.testing.assert_frame_equal(separate, fused)
+    averaged = read_table(tmp_path / "sep" / "frames_avg2.parquet")
+    assert averaged["frame"].tolist() == [0, 1, 2, 3]
+    counts = open_series(series)["counts"].values.astype(int)
+    assert averaged["counts"].tolist() == counts.reshape(4, -1).sum(axis=1).tolist()
+    manifest = json.loads((tmp_path / "sep" / "_progress" / "avg2" / "manifest.json").read_text())
+    assert manifest["time_average_frames"] == 2
+    assert zarr.open_array(str(den_path), path="denoised").dtype == np.float16

@@ -1,0 +1,62 @@
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from dask.array.utils import assert_eq
+
+from lowdose.errors import LowdoseInputError
+from lowdose.parallel.denoise import denoise_array, denoise_frames, denoise_series
+from lowdose.store.schema import Layout, validate
+from lowdose.store.series import open_series
+from tests.unit.parallel.tiny import TinyConv, tiny_handle, write_series
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyConv(n_layers=4, width=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return np.random.default_rng(0).poisson(0.45, size=(5, 70, 93)).astype(np.uint8)
+
+
+def test_tiled_output_equals_whole_frame_output(model, frames):
+    handle = tiny_handle(model)
+    whole = denoise_frames(frames, handle, tile_px=512, batch_frames=2, device="cpu")
+    tiled = denoise_frames(frames, handle, tile_px=24, batch_frames=3, device="cpu")
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
+    # Too little overlap is visibly wrong: the test can fail.
+    short = denoise_frames(frames, handle, tile_px=24, overlap_px=1, device="cpu")
+    assert np.abs(short - whole).max() > 1e-3
+
+
+def test_lazy_equals_eager(model, frames):
+    handle = tiny_handle(model)
+    eager = denoise_frames(frames, handle, tile_px=40, device="cpu")
+    lazy = denoise_array(da.from_array(frames, chunks=(2, 35, 93)), handle, tile_px=40, device="cpu")
+    assert lazy.chunks[1:] == ((70,), (93,))
+    assert_eq(lazy, eager, check_graph=False)
+
+
+def test_single_frame_and_bad_input(model, frames):
+    handle = tiny_handle(model)
+    one = denoise_frames(frames[0], handle, device="cpu")
+    assert one.shape == frames.shape[1:] and one.dtype == np.float32
+    with pytest.raises(LowdoseInputError):
+        denoise_frames(frames[None], handle)
+    with pytest.raises(LowdoseInputError):
+        denoise_array(da.zeros((2, 4, 4)), handle, out_dtype="int8")
+
+
+def test_denoise_series_is_lazy_and_stamped(tmp_path, model):
+    series = open_series(write_series(tmp_path / "s.zarr", n_frames=6, shape=(32, 32), chunk_frames=3))
+    out = denoise_series(series, tiny_handle(model), device="cpu", out_dtype="float16")
+    assert isinstance(out["denoised"].data, da.Array)
+    assert out["denoised"].data.numblocks == (2, 1, 1)
+    validate(out, Layout.DENOISED_SERIES)
+    assert out.attrs["model_id"] == "TinyConv"
+    values = out["denoised"].values
+    assert values.dtype == np.float16 and np.isfinite(values).all()
