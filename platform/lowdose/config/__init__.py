@@ -23,6 +23,7 @@ from lowdose.errors import ConfigError
 CONFIG_KINDS: dict[str, str] = {
     "base": "lowdose.config.base:LowdoseConfig",
     "pipeline": "lowdose.parallel.pipeline:PipelineConfig",
+    "simulate": "lowdose.physics.grid:SimulationGridConfig",
 }
 """Config kind name → ``module:Class`` of its pydantic model."""
 
