@@ -24,6 +24,7 @@ CONFIG_KINDS: dict[str, str] = {
     "base": "lowdose.config.base:LowdoseConfig",
     "pipeline": "lowdose.parallel.pipeline:PipelineConfig",
     "simulate": "lowdose.physics.grid:SimulationGridConfig",
+    "analysis": "lowdose.analysis.frame:AnalysisConfig",
 }
 """Config kind name → ``module:Class`` of its pydantic model."""
 
