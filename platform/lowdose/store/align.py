@@ -35,12 +35,15 @@ from lowdose.errors import LowdoseInputError
 MIN_BLOCK_FRAMES = 20
 """Fewest frames per block trusted for registration at ~0.45 e/px per frame."""
 
+EDGE_TAPER = 0.25
+"""Fraction of each image axis tapered by the Tukey window before the FFT."""
+
 Reference = Literal["first", "previous"]
 PerFrame = Literal["block", "interpolate"]
 
 
 def phase_correlation_shift(
-    reference: np.ndarray, moving: np.ndarray, *, smooth_px: float = 1.0
+    reference: np.ndarray, moving: np.ndarray, *, smooth_px: float = 2.0
 ) -> tuple[int, int]:
     """Integer shift of ``moving`` relative to ``reference`` by phase correlation.
 
@@ -62,7 +65,10 @@ def phase_correlation_shift(
     mov = np.asarray(moving, dtype="float64")
     if ref.shape != mov.shape or ref.ndim != 2:
         raise ValueError(f"need two 2-D images of one shape, got {ref.shape} and {mov.shape}")
-    window = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
+    from scipy.signal.windows import tukey
+
+    # A Tukey window tapers only the borders: a full Hann window biases large shifts towards 0.
+    window = np.outer(tukey(ref.shape[0], EDGE_TAPER), tukey(ref.shape[1], EDGE_TAPER))
     f_ref = np.fft.rfft2((ref - ref.mean()) * window)
     f_mov = np.fft.rfft2((mov - mov.mean()) * window)
     cross = f_mov * np.conj(f_ref)
@@ -164,13 +170,25 @@ def _block_sums(counts: xr.DataArray, block_frames: int, target_bytes: int = 64 
         yield from sums
 
 
+def _interpolate(frames: np.ndarray, centres: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Piecewise-linear through the block centres, extended linearly beyond the end blocks."""
+    result = np.interp(frames, centres, values).astype("float64")
+    if len(centres) > 1:
+        head, tail = frames < centres[0], frames > centres[-1]
+        slope_head = (values[1] - values[0]) / (centres[1] - centres[0])
+        slope_tail = (values[-1] - values[-2]) / (centres[-1] - centres[-2])
+        result[head] = values[0] + slope_head * (frames[head] - centres[0])
+        result[tail] = values[-1] + slope_tail * (frames[tail] - centres[-1])
+    return result
+
+
 def estimate_drift(
     series: Any,
     *,
     block_frames: int = 40,
     reference: Reference = "first",
     per_frame: PerFrame = "block",
-    smooth_px: float = 1.0,
+    smooth_px: float = 2.0,
     allow_small_blocks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Estimate per-frame integer drift of a series from block sums.
@@ -230,8 +248,8 @@ def estimate_drift(
         shift_y, shift_x = blocks[index, 0], blocks[index, 1]
     else:
         centres = np.arange(len(blocks)) * block_frames + (block_frames - 1) / 2
-        shift_y = np.rint(np.interp(frames, centres, blocks[:, 0])).astype("int32")
-        shift_x = np.rint(np.interp(frames, centres, blocks[:, 1])).astype("int32")
+        shift_y = np.rint(_interpolate(frames, centres, blocks[:, 0])).astype("int32")
+        shift_x = np.rint(_interpolate(frames, centres, blocks[:, 1])).astype("int32")
     return shift_y.astype("int32"), shift_x.astype("int32"), blocks
 
 

@@ -1,0 +1,123 @@
+"""Re-running ingest is a no-op; an interrupted ingest resumes after its committed frames."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lowdose.store.ingest as ingest_module
+from lowdose.errors import FormatError, StoreError
+from lowdose.store.ingest import ingest
+from lowdose.store.series import open_series, series_attrs
+
+META = {"pixel_size_A": 0.061, "frame_rate_hz": 40.0}
+
+
+def write_stack(path: Path, n: int = 50) -> np.ndarray:
+    data = np.random.default_rng(11).poisson(0.45, (n, 16, 12)).astype("uint8")
+    tifffile.imwrite(path, data)
+    return data
+
+
+def test_rerun_is_a_noop(tmp_path: Path) -> None:
+    data = write_stack(tmp_path / "a.tif")
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    stamp = (out / "zarr.json").stat().st_mtime_ns
+    assert ingest([tmp_path / "a.tif"], out, **META) == out
+    assert (out / "zarr.json").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(open_series(out)["counts"].values, data)
+    record = series_attrs(out)["sources"][0]
+    assert len(record["sha256"]) == 64 and record["n_frames"] == 50
+
+
+def test_interrupted_ingest_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_stack(tmp_path / "a.tif")
+    out = tmp_path / "s.zarr"
+    real_append = ingest_module.append_frames
+    calls: list[int] = []
+
+    def failing_append(path: Path, counts: np.ndarray, clean: object = None) -> int:
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(counts.shape[0])
+        return real_append(path, counts)
+
+    monkeypatch.setattr(ingest_module, "append_frames", failing_append)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([tmp_path / "a.tif"], out, chunk_frames=4, batch_frames=8, **META)
+    partial = tmp_path / "s.zarr.partial"
+    assert not out.exists() and partial.exists()
+    assert series_attrs(partial)["n_frames"] == 24
+    with pytest.raises(StoreError, match="did not finish"):
+        open_series(partial)
+
+    resumed: list[int] = []
+
+    def counting_append(path: Path, counts: np.ndarray, clean: object = None) -> int:
+        resumed.append(counts.shape[0])
+        return real_append(path, counts)
+
+    monkeypatch.setattr(ingest_module, "append_frames", counting_append)
+    ingest([tmp_path / "a.tif"], out, **META)
+    assert sum(resumed) == 50 - 24  # committed frames were not re-read
+    ds = open_series(out)
+    np.testing.assert_array_equal(ds["counts"].values, data)
+    assert ds.attrs["dose_e_per_px"] == pytest.approx(data.mean())
+    assert not partial.exists()
+
+
+def test_changed_input_restarts_a_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_stack(tmp_path / "a.tif")
+    real_append = ingest_module.append_frames
+
+    def interrupt(path: Path, counts: np.ndarray, clean: object = None) -> int:
+        real_append(path, counts)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "append_frames", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", batch_frames=8, chunk_frames=8, **META)
+    monkeypatch.setattr(ingest_module, "append_frames", real_append)
+    data = write_stack(tmp_path / "a.tif", n=30)  # same name, other content
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    np.testing.assert_array_equal(open_series(out)["counts"].values, data)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    suffix=st.sampled_from([".tif", ".npy", ".mrc"]),
+    position=st.floats(0, 1),
+    payload=st.binary(min_size=1, max_size=64),
+    truncate=st.booleans(),
+)
+def test_corrupt_bytes_give_format_error_or_valid_store(
+    tmp_path_factory: pytest.TempPathFactory, suffix: str, position: float, payload: bytes, truncate: bool
+) -> None:
+    import mrcfile
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    data = np.random.default_rng(0).poisson(0.45, (6, 10, 8)).astype("uint16")
+    src = tmp / f"f{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(src, data, compression="zlib")
+    elif suffix == ".npy":
+        np.save(src, data)
+    else:
+        with mrcfile.new(src) as mrc:
+            mrc.set_data(data)
+    raw = bytearray(src.read_bytes())
+    at = int(position * (len(raw) - 1))
+    raw = raw[:at] if truncate else raw[:at] + payload + raw[at + len(payload) :]
+    src.write_bytes(bytes(raw))
+    out = tmp / "s.zarr"
+    try:
+        ingest([src], out, **META)
+    except FormatError as err:
+        assert "\n" not in str(err) and str(src) in str(err)
+        assert not out.exists() and not (tmp / "s.zarr.partial").exists()
+    else:
+        ds = open_series(out)  # whatever was read is a complete, valid store
+        assert ds.attrs["ingest_state"] == "complete"

@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.stats import poisson
+
+from lowdose.errors import StoreError
+from lowdose.store.series import (
+    append_frames,
+    create_frame_series,
+    open_series,
+    series_attrs,
+    smallest_counts_dtype,
+)
+
+
+def poisson_entropy_bits(lam: float) -> float:
+    """Exact Shannon entropy of Poisson(lam) in bits (tail below 1e-300 dropped)."""
+    k = np.arange(0, 200)
+    p = poisson.pmf(k, lam)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def store_bytes(path: Path, variable: str) -> int:
+    return sum(
+        f.stat().st_size for f in (path / variable).rglob("*") if f.is_file() and f.name != "zarr.json"
+    )
+
+
+@pytest.mark.parametrize("chunk_frames", [2, 8, 32])
+def test_uneven_appends_round_trip(tmp_path: Path, chunk_frames: int) -> None:
+    rng = np.random.default_rng(0)
+    frames = rng.poisson(0.45, (45, 24, 20)).astype("uint8")
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (24, 20), chunk_frames=chunk_frames, frame_rate_hz=20.0)
+    total = 0
+    for stop in (3, 4, 20, 37, 45):
+        total = append_frames(path, frames[total:stop])
+    assert total == 45
+    ds = open_series(path)
+    np.testing.assert_array_equal(ds["counts"].values, frames)
+    assert ds["counts"].data.chunks[0][0] == chunk_frames
+    np.testing.assert_allclose(ds["time_s"].values, np.arange(45) / 20.0)
+    # The store is also a plain xarray-readable zarr.
+    plain = xr.open_zarr(path, consolidated=False)
+    np.testing.assert_array_equal(plain["counts"].values, frames)
+
+
+def test_interrupted_append_is_invisible_and_overwritten(tmp_path: Path) -> None:
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (8, 8), chunk_frames=4)
+    append_frames(path, np.ones((6, 8, 8), "uint8"))
+    # Simulate a crash after the data write but before the counter moved.
+    group = zarr.open_group(path, mode="r+")
+    group["counts"].resize((10, 8, 8))
+    group["counts"][6:10] = 9
+    assert open_series(path).sizes["frame"] == 6
+    append_frames(path, np.full((2, 8, 8), 2, "uint8"))
+    counts = open_series(path)["counts"].values
+    assert counts.shape[0] == 8 and set(np.unique(counts[6:])) == {2}
+
+
+def test_clean_variable_and_catalog_entry(tmp_path: Path) -> None:
+    class Entry:
+        def __init__(self, urlpath: str) -> None:
+            self.urlpath = urlpath
+
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (4, 5), with_clean=True, attrs={"detector_gain": 1.0})
+    clean = np.random.default_rng(1).uniform(0, 1, (3, 4, 5)).astype("float32")
+    append_frames(path, np.zeros((3, 4, 5), "uint8"), clean=clean)
+    ds = open_series(Entry(str(path)))
+    np.testing.assert_array_equal(ds["clean"].values, clean)
+    assert ds.attrs["detector_gain"] == 1.0
+    with pytest.raises(StoreError, match="clean"):
+        append_frames(path, np.zeros((1, 4, 5), "uint8"))
+
+
+def test_values_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (4, 4))
+    bad = np.zeros((2, 4, 4), "uint16")
+    bad[1, 2, 2] = 256
+    with pytest.raises(StoreError, match=r"frame 1 .*256.*uint8"):
+        append_frames(path, bad)
+    with pytest.raises(StoreError, match="negative"):
+        append_frames(path, -np.ones((1, 4, 4), "int16"))
+    with pytest.raises(StoreError, match="integers"):
+        append_frames(path, np.zeros((1, 4, 4), "float32"))
+    with pytest.raises(StoreError, match="shape"):
+        append_frames(path, np.zeros((1, 4, 5), "uint8"))
+    assert series_attrs(path)["n_frames"] == 0
+
+
+def test_existing_store_and_wrong_layout(tmp_path: Path) -> None:
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (4, 4))
+    with pytest.raises(StoreError):
+        create_frame_series(path, (4, 4))
+    other = tmp_path / "other.zarr"
+    zarr.open_group(other, mode="w").attrs["lowdose_layout"] = "SimulationSet"
+    with pytest.raises(StoreError, match="FrameSeries"):
+        open_series(other)
+    with pytest.raises(StoreError, match="no zarr store"):
+        open_series(tmp_path / "missing.zarr")
+
+
+def test_smallest_dtype() -> None:
+    assert smallest_counts_dtype(255) == "uint8"
+    assert smallest_counts_dtype(256) == "uint16"
+    assert smallest_counts_dtype(70000) == "uint32"
+
+
+def test_compression_reaches_85_percent_of_entropy_bound(tmp_path: Path) -> None:
+    """Bytes on disk per pixel vs the Shannon bound of Poisson(0.45)."""
+    entropy = poisson_entropy_bits(0.45)
+    assert 1.25 < entropy < 1.28  # sanity of the exact sum
+    rng = np.random.default_rng(7)
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (256, 256), chunk_frames=32)
+    frames = rng.poisson(0.45, (64, 256, 256)).astype("uint8")
+    append_frames(path, frames)
+    bits_per_px = 8 * store_bytes(path, "counts") / frames.size
+    ratio, bound = 8 / bits_per_px, 8 / entropy
+    assert ratio >= 0.85 * bound, (ratio, bound)
