@@ -67,24 +67,38 @@ def log_halo_px(
     return math.ceil(truncate * largest) + 1
 
 
-def choose_polarity(image: npt.ArrayLike, pixel_size_A: float) -> Literal["bright", "dark"]:
+def log_stack(image: npt.ArrayLike, sigmas_px: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Scale-normalised LoG responses ``-σ² ∇²(G_σ * image)``, one slice per σ (bright blobs > 0)."""
+    img = np.asarray(image, dtype=np.float64)
+    return np.stack(
+        [-(s**2) * ndimage.gaussian_laplace(img, s, mode="reflect") for s in np.asarray(sigmas_px)]
+    )
+
+
+def choose_polarity(
+    image: npt.ArrayLike,
+    pixel_size_A: float,
+    sigma_A: tuple[float, float] = DEFAULT_SIGMA_A,
+    num_sigma: int = 4,
+    percentile: float = 99.9,
+) -> Literal["bright", "dark"]:
     """Guess whether columns are brighter or darker than their surroundings.
 
-    Columns are compact blobs covering a small fraction of the area, so the high-pass
-    filtered image (the image minus a Gaussian blur wider than the column spacing) has a
-    long tail on the side of the column contrast: positive skewness for bright columns,
-    negative for dark ones. The vacuum (flat after denoising) contributes ~0 and does not
-    flip the sign. This is a heuristic; state ``polarity`` explicitly when it is known.
+    Compares the strongest blob responses of the two polarities: the ``percentile`` of
+    the best-scale LoG response for bright blobs against the same for dark blobs (the
+    response of a lattice of bright columns has tall peaks at the columns, while the
+    gaps between them give only shallow dark "blobs"). On abTEM images of Pt/CeO2 this
+    picked the right answer for black, mixed and white contrast; it is still a
+    heuristic: state ``polarity`` when it is known, and pass the particle's region
+    rather than a frame dominated by the support.
     """
-    img = np.asarray(image, dtype=np.float64)
-    background = ndimage.gaussian_filter(img, sigma=2.0 / pixel_size_A, mode="reflect")
-    detail = img - background
-    centred = detail - detail.mean()
-    m2 = float(np.mean(centred**2))
-    if m2 == 0.0:
-        return "bright"
-    skew = float(np.mean(centred**3)) / m2**1.5
-    return "bright" if skew >= 0 else "dark"
+    return _polarity_of(log_stack(image, sigma_range_px(pixel_size_A, sigma_A, num_sigma)), percentile)
+
+
+def _polarity_of(stack: npt.NDArray[np.float64], percentile: float = 99.9) -> Literal["bright", "dark"]:
+    bright = float(np.percentile(stack.max(axis=0), percentile))
+    dark = float(np.percentile((-stack).max(axis=0), percentile))
+    return "bright" if bright >= dark else "dark"
 
 
 def detect_columns(
@@ -116,7 +130,7 @@ def detect_columns(
         Pixel size in ångström.
     polarity
         ``"bright"`` (columns brighter than surroundings), ``"dark"`` or ``"auto"``
-        (:func:`choose_polarity`).
+        (:func:`choose_polarity` on this image).
     min_separation_A
         Minimum distance between two detected centres.
     threshold
@@ -149,12 +163,13 @@ def detect_columns(
     if img.ndim != 2:
         raise LowdoseInputError(f"image: expected a 2-D frame, got shape {img.shape}")
     sigmas = sigma_range_px(pixel_size_A, sigma_A, num_sigma)
-    if polarity == "auto":
-        polarity = choose_polarity(img, pixel_size_A)
-    if polarity not in ("bright", "dark"):
+    if polarity not in ("bright", "dark", "auto"):
         raise LowdoseInputError(f"polarity: expected 'bright', 'dark' or 'auto', got {polarity!r}")
-    signed = img if polarity == "bright" else -img
-    stack = np.stack([-(s**2) * ndimage.gaussian_laplace(signed, s, mode="reflect") for s in sigmas])
+    stack = log_stack(img, sigmas)
+    if polarity == "auto":
+        polarity = _polarity_of(stack)
+    if polarity == "dark":
+        stack = -stack
     best = np.argmax(stack, axis=0)
     response = np.take_along_axis(stack, best[None], axis=0)[0]
     min_distance = max(1, round(min_separation_A / pixel_size_A))

@@ -35,6 +35,7 @@ from lowdose.analysis.columns import (
     DEFAULT_MATCH_TOLERANCE_A,
     DEFAULT_MIN_SEPARATION_A,
     SCORE_NAMES,
+    choose_polarity,
     detect_columns,
     hull_area_px2,
     structure_scores,
@@ -72,7 +73,7 @@ class AnalysisConfig(LowdoseConfig):
         default=0.02, ge=0, description="Minimum LoG response (≈ half the column contrast), counts per pixel."
     )
     detection_threshold_rel: float = Field(
-        default=0.1,
+        default=0.0,
         ge=0,
         le=1,
         description="Also require this fraction of the frame's strongest LoG response.",
@@ -137,6 +138,25 @@ class AnalysisConfig(LowdoseConfig):
         return self
 
 
+def particle_region(
+    config: AnalysisConfig, pixel_size_A: float, ground_truth: pd.DataFrame | None = None
+) -> tuple[float, float, float, float] | None:
+    """The particle's box ``(x_min, x_max, y_min, y_max)`` in pixels, or None (see the module notes)."""
+    if config.particle_roi_px is not None:
+        return config.particle_roi_px
+    if config.support_top_y_px is None and config.roi_from_ground_truth and ground_truth is not None:
+        pt = _particle_truth(ground_truth)
+        if len(pt):
+            pad = config.match_tolerance_A / pixel_size_A
+            return (
+                float(pt["x_px"].min() - pad),
+                float(pt["x_px"].max() + pad),
+                float(pt["y_px"].min() - pad),
+                float(pt["y_px"].max() + pad),
+            )
+    return None
+
+
 def particle_mask(
     xy: npt.NDArray[np.float64],
     config: AnalysisConfig,
@@ -145,27 +165,41 @@ def particle_mask(
 ) -> npt.NDArray[np.bool_]:
     """Which of the columns at ``xy`` (x, y pixels) belong to the particle (see the module notes)."""
     keep = np.ones(len(xy), dtype=bool)
-    roi = config.particle_roi_px
-    if (
-        roi is None
-        and config.support_top_y_px is None
-        and config.roi_from_ground_truth
-        and ground_truth is not None
-    ):
-        pt = _particle_truth(ground_truth)
-        if len(pt):
-            pad = config.match_tolerance_A / pixel_size_A
-            roi = (
-                float(pt["x_px"].min() - pad),
-                float(pt["x_px"].max() + pad),
-                float(pt["y_px"].min() - pad),
-                float(pt["y_px"].max() + pad),
-            )
+    roi = particle_region(config, pixel_size_A, ground_truth)
     if roi is not None:
         keep &= (xy[:, 0] >= roi[0]) & (xy[:, 0] <= roi[1]) & (xy[:, 1] >= roi[2]) & (xy[:, 1] <= roi[3])
     if config.support_top_y_px is not None:
         keep &= xy[:, 1] < config.support_top_y_px
     return keep
+
+
+def frame_polarity(
+    denoised: npt.NDArray[np.float64],
+    config: AnalysisConfig,
+    pixel_size_A: float,
+    ground_truth: pd.DataFrame | None = None,
+) -> Literal["bright", "dark"]:
+    """Column polarity of a frame: the configured one, or guessed on the particle's region.
+
+    With ``polarity="auto"`` the guess (:func:`lowdose.analysis.columns.choose_polarity`)
+    looks only at the particle's box, or above ``support_top_y_px``, when either is known,
+    so that the support's columns (often of the opposite contrast) do not decide it.
+    """
+    if config.polarity != "auto":
+        return config.polarity
+    view = denoised
+    roi = particle_region(config, pixel_size_A, ground_truth)
+    height, width = denoised.shape
+    if roi is not None:
+        x0, x1 = max(int(roi[0]), 0), min(int(np.ceil(roi[1])) + 1, width)
+        y0, y1 = max(int(roi[2]), 0), min(int(np.ceil(roi[3])) + 1, height)
+        if x1 - x0 >= 8 and y1 - y0 >= 8:
+            view = denoised[y0:y1, x0:x1]
+    if config.support_top_y_px is not None:
+        y_cut = min(max(int(config.support_top_y_px), 0), view.shape[0])
+        if y_cut >= 8 and view is denoised:
+            view = denoised[:y_cut]
+    return choose_polarity(view, pixel_size_A, (config.sigma_min_A, config.sigma_max_A), config.num_sigma)
 
 
 def particle_surface(
@@ -239,7 +273,7 @@ def analyze_frame(
     detected = detect_columns(
         den,
         pixel_size_A,
-        polarity=config.polarity,
+        polarity=frame_polarity(den, config, pixel_size_A, ground_truth),
         min_separation_A=config.min_separation_A,
         threshold=config.detection_threshold,
         threshold_rel=config.detection_threshold_rel,
