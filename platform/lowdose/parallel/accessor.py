@@ -100,11 +100,11 @@ class LowdoseAccessor:
         """Lazy FrameTable (one row per frame); arguments as :meth:`analyze`."""
         return self.analyze(denoised, **kwargs)[1]
 
-    def time_average(self, n: int) -> xr.Dataset:
-        """Sums of ``n`` consecutive frames (see :func:`lowdose.store.align.time_average`)."""
+    def time_average(self, n: int = 40) -> xr.DataArray:
+        """Lazy sums of ``n`` consecutive frames (see :func:`lowdose.store.align.time_average`)."""
         from lowdose.store.align import time_average
 
-        return time_average(self._ds, n)  # type: ignore[return-value]
+        return time_average(self._ds, n)
 
 
 def _as_dask(values: Any) -> Any:

@@ -47,16 +47,35 @@ def default_kernel() -> AnalyzeKernel:
 
 
 def analysis_config(block: dict[str, Any] | Any | None) -> Any:
-    """Turn a YAML ``analysis:`` block into the kernel's ``AnalysisConfig`` (``None`` → defaults)."""
-    if block is None or not isinstance(block, dict):
+    """Turn a YAML ``analysis:`` block into an ``AnalysisConfig`` (``None`` → defaults).
+
+    An ``AnalysisConfig`` (or any non-mapping) is passed through unchanged.
+    """
+    if block is not None and not isinstance(block, dict):
         return block
     from lowdose.analysis.frame import AnalysisConfig
+    from lowdose.config.base import validate_config
 
-    validate = getattr(AnalysisConfig, "model_validate", None)
-    try:
-        return validate(block) if validate is not None else AnalysisConfig(**block)
-    except (TypeError, ValueError) as err:
-        raise LowdoseInputError(f"analysis: invalid analysis config block ({err})") from None
+    return validate_config(AnalysisConfig, block or {}, "analysis")
+
+
+def config_for_sums(config: Any, n_frames: int) -> Any:
+    """The analysis config for frames that are sums of ``n_frames`` frames.
+
+    A sum of ``n`` Poisson frames is a Poisson frame at ``n`` times the dose, so
+    the rates in the config (the vacuum level and the detection threshold, both
+    in counts per pixel) scale by ``n``; ``"estimate"`` stays as it is.
+    """
+    if config is None or n_frames == 1:
+        return config
+    update: dict[str, Any] = {}
+    lam = getattr(config, "lambda_vac", None)
+    if isinstance(lam, int | float):
+        update["lambda_vac"] = float(lam) * n_frames
+    threshold = getattr(config, "detection_threshold", None)
+    if isinstance(threshold, int | float):
+        update["detection_threshold"] = float(threshold) * n_frames
+    return config.model_copy(update=update) if update else config
 
 
 def conform_columns(table: pd.DataFrame) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from lowdose.config.base import LowdoseConfig
 from lowdose.errors import LowdoseInputError
 from lowdose.parallel import outputs
-from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block
+from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block, config_for_sums
 from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX
 
 if TYPE_CHECKING:
@@ -40,38 +40,48 @@ Stage = Literal["denoise", "analyze"]
 class ClusterConfig(LowdoseConfig):
     """Where the pipeline runs (see :func:`lowdose.parallel.cluster.connect`)."""
 
-    name: str = Field("auto", description="Backend: auto, local, local-cuda, address, or a registered one.")
-    scheduler: str | None = Field(None, description="Address of a running scheduler (implies 'address').")
-    n_workers: int | None = Field(None, ge=1, description="Workers (default: sized for the machine).")
-    threads_per_worker: int | None = Field(None, ge=1, description="Threads per worker.")
-    memory_limit: str | None = Field("auto", description="Per-worker memory limit, e.g. '4GB'.")
-    processes: bool = Field(True, description="Worker processes (False: threads in this process).")
+    name: str = Field(
+        default="auto", description="auto, local, local-cuda, address, or a registered backend."
+    )
+    scheduler: str | None = Field(
+        default=None, description="Address of a running scheduler (implies address)."
+    )
+    n_workers: int | None = Field(default=None, ge=1, description="Workers (default: sized for the machine).")
+    threads_per_worker: int | None = Field(default=None, ge=1, description="Threads per worker.")
+    memory_limit: str | None = Field(default="auto", description="Per-worker memory limit, e.g. '4GB'.")
+    processes: bool = Field(default=True, description="Worker processes (False: threads in this process).")
 
 
 class PipelineConfig(LowdoseConfig):
     """A ``lowdose run PIPELINE.yaml`` file."""
 
-    series: Path = Field(..., description="FrameSeries zarr store to process.")
-    out: Path = Field(..., description="Output folder (denoised.zarr, columns.parquet, frames.parquet).")
-    stages: list[Stage] = Field(["denoise", "analyze"], description="Which stages to run.")
-    denoised: Path | None = Field(None, description="Existing DenoisedSeries to analyse (analyze-only runs).")
-    model: str = Field("default", description="Model artefact name or path ('default': the shipped one).")
-    device: str = Field("auto", description="Torch device on the workers: auto, cpu, cuda, cuda:N.")
-    amp: bool = Field(True, description="float16 autocast on CUDA.")
-    tile_px: int = Field(DEFAULT_TILE_PX, ge=16, description="Frames larger than this are tiled.")
+    series: Path = Field(description="FrameSeries zarr store to process.")
+    out: Path = Field(description="Output folder (denoised.zarr, columns.parquet, frames.parquet).")
+    stages: list[Stage] = Field(default=["denoise", "analyze"], description="Which stages to run.")
+    denoised: Path | None = Field(default=None, description="Existing DenoisedSeries (analyze-only runs).")
+    model: str = Field(default="default", description="Model artefact name or path ('default': shipped).")
+    device: str = Field(default="auto", description="Torch device on the workers: auto, cpu, cuda, cuda:N.")
+    amp: bool = Field(default=True, description="float16 autocast on CUDA.")
+    tile_px: int = Field(default=DEFAULT_TILE_PX, ge=16, description="Frames larger than this are tiled.")
     overlap_px: int | None = Field(
-        None, ge=0, description="Tile overlap; default the receptive-field radius."
+        default=None, ge=0, description="Tile overlap (default: the model's receptive-field radius)."
     )
-    batch_frames: int = Field(DEFAULT_BATCH_FRAMES, ge=1, description="Frames per forward pass.")
-    chunk_frames: int | None = Field(None, ge=1, description="Frames per task (default: the store's chunks).")
-    out_dtype: Literal["float16", "float32"] = Field("float32", description="dtype of the denoised frames.")
-    analysis: dict[str, Any] = Field(
-        default_factory=dict, description="AnalysisConfig block for analyze_frame."
+    batch_frames: int = Field(default=DEFAULT_BATCH_FRAMES, ge=1, description="Frames per forward pass.")
+    chunk_frames: int | None = Field(
+        default=None, ge=1, description="Frames per task (default: store chunks)."
     )
-    time_average_frames: int | None = Field(None, ge=2, description="Also analyse sums of n frames.")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Dask cluster.")  # type: ignore[arg-type]
-    register_catalog: bool = Field(True, description="Register the outputs in the catalog.")
-    progress: bool = Field(True, description="Show a progress bar.")
+    out_dtype: Literal["float16", "float32"] = Field(
+        default="float32", description="dtype of denoised frames."
+    )
+    analysis: dict[str, Any] = Field(default_factory=dict, description="AnalysisConfig fields.")
+    time_average_frames: int | None = Field(
+        default=None, ge=2, description="Also analyse sums of n frames (rates in `analysis` scaled by n)."
+    )
+    cluster: ClusterConfig = Field(
+        default_factory=lambda: ClusterConfig.model_validate({}), description="Dask cluster."
+    )
+    register_catalog: bool = Field(default=True, description="Register the outputs in the catalog.")
+    progress: bool = Field(default=True, description="Show a progress bar.")
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
@@ -128,7 +138,7 @@ def _chunk_task(
             n = average_frames
             counts = counts.reshape(-1, n, *counts.shape[1:]).sum(axis=1, dtype=np.uint32)
             denoised = denoised.reshape(-1, n, *denoised.shape[1:]).astype(np.float32).sum(axis=1)
-            time_s = time_s.reshape(-1, n).mean(axis=1)
+            time_s = time_s.reshape(-1, n)[:, 0]  # as store.align.time_average: the first frame's time
         columns, frames = analyze_block(
             counts,
             denoised,
@@ -148,7 +158,8 @@ def _chunk_task(
     return summary
 
 
-def _read_ground_truth(series: Path) -> pd.DataFrame | None:
+def read_ground_truth(series: Path) -> pd.DataFrame | None:
+    """The series' ground-truth column table (``frame`` column), or ``None`` when it has none."""
     from lowdose.store.schema import ground_truth_path
 
     path = ground_truth_path(series)
@@ -248,7 +259,7 @@ class _Run:
         self.starts = list(range(0, self.n_frames, chunk_frames))
         self.pixel_size_A = float(self.series.attrs["pixel_size_A"])
         self.time_s = np.asarray(self.series["time_s"].values, dtype="float64")
-        self.ground_truth = _read_ground_truth(Path(config.series))
+        self.ground_truth = read_ground_truth(Path(config.series))
         self.analysis = analysis_config(config.analysis) if "analyze" in config.stages else None
         self.handle = None
         if "denoise" in config.stages:
@@ -427,6 +438,7 @@ class _Run:
         assert n is not None
         stage = f"avg{n}"
         done = self._prepare_analysis(stage, model_sha)
+        config = config_for_sums(self.analysis, n)
         den = outputs.open_denoised(self._denoised_path())["denoised"].data.rechunk(self.counts.chunks)
         count_blocks, den_blocks = self.counts.to_delayed().ravel(), den.to_delayed().ravel()
         tasks = []
@@ -447,7 +459,7 @@ class _Run:
                     average_frames=n,
                     pixel_size_A=self.pixel_size_A,
                     time_s=self.time_s[start : start + usable],
-                    config=self.analysis,
+                    config=config,
                     ground_truth=None,
                     kernel=self.kernel,
                 )

@@ -1,0 +1,297 @@
+"""Measure the pipeline: throughput against a bare loop, peak memory, and accuracy vs ground truth.
+
+:func:`pipeline_benchmark` runs ``run_pipeline`` on a LocalCluster over a
+(synthetic) FrameSeries and a bare single-process, single-thread loop over the
+same kernels, and reads the outputs back to score them against the series'
+ground-truth column table: median per-frame surface/bulk F1 and how well the
+likelihood verdicts separate real from spurious detections. It is the engine of
+``lowdose bench pipeline``.
+
+Calls kernels (``analysis``) only to score outputs; never imports torch at
+module level.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lowdose.errors import LowdoseInputError
+
+
+class _PeakMemory:
+    """Sample the RSS of this process and its children (the local workers) in a thread."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> _PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._sample())
+
+
+def _warm_worker(handle: Any, series: str, pixel_size_A: float) -> None:
+    """Run one frame through every kernel and writer, so imports and caches are warm."""
+    import io
+
+    from lowdose.parallel.analyze import analyze_block
+    from lowdose.parallel.denoise import denoise_frames
+    from lowdose.store.series import open_series
+
+    raw = np.asarray(open_series(series)["counts"][:1].compute(scheduler="sync").values)
+    den = denoise_frames(raw, handle, device="cpu")
+    columns, frames = analyze_block(raw, den, frame_offset=0, pixel_size_A=pixel_size_A)
+    columns.to_parquet(io.BytesIO())
+    frames.to_parquet(io.BytesIO())
+
+
+def bare_loop(
+    series: str | Path, model: Any = "default", *, n_frames: int | None = None, analysis: Any = None
+) -> dict[str, float]:
+    """Denoise and analyse frames one by one in this process on one thread (the baseline).
+
+    Returns ``{"frames": n, "elapsed_s": t, "frames_per_s": n / t}``; the model
+    load is not timed.
+    """
+    import torch
+
+    from lowdose.analysis.frame import analyze_frame
+    from lowdose.parallel.analyze import analysis_config
+    from lowdose.parallel.denoise import denoise_frames, model_handle
+    from lowdose.store.series import open_series
+
+    ds = open_series(series)
+    handle = model_handle(model)
+    config = analysis_config(analysis)
+    pixel_size_A = float(ds.attrs["pixel_size_A"])
+    total = int(ds.sizes["frame"]) if n_frames is None else min(n_frames, int(ds.sizes["frame"]))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        handle.load("cpu")
+        t0 = time.perf_counter()
+        for f in range(total):
+            raw = np.asarray(ds["counts"][f].values)
+            den = denoise_frames(raw, handle, device="cpu", batch_frames=1)
+            analyze_frame(raw, den, pixel_size_A=pixel_size_A, frame=f, config=config)
+        elapsed = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(previous)
+    return {"frames": float(total), "elapsed_s": elapsed, "frames_per_s": total / elapsed}
+
+
+def llr_separation(
+    columns: pd.DataFrame,
+    truth: pd.DataFrame,
+    *,
+    pixel_size_A: float,
+    tolerance_A: float = 0.6,
+    real_threshold: float = 0.005,
+    spurious_threshold: float = -0.006,
+) -> dict[str, float]:
+    """How well the LLR verdicts separate true from spurious detections.
+
+    A detected column is *real* when it matches a ground-truth column of its frame
+    within ``tolerance_A`` and *spurious* otherwise; only detections inside the
+    ground truth's padded bounding box count (outside it the ground truth says
+    nothing). Returns the counts and the fractions of real columns with
+    ``llr >= real_threshold`` and of spurious ones with ``llr <= spurious_threshold``.
+    """
+    from lowdose.analysis.columns import match_columns
+
+    tol_px = tolerance_A / pixel_size_A
+    real_llr: list[np.ndarray] = []
+    spurious_llr: list[np.ndarray] = []
+    truth_by_frame = dict(tuple(truth.groupby("frame")))
+    for frame, detected in columns.groupby("frame"):
+        gt = truth_by_frame.get(frame)
+        if gt is None or gt.empty:
+            continue
+        box = (
+            (detected["x_px"] >= gt["x_px"].min() - tol_px)
+            & (detected["x_px"] <= gt["x_px"].max() + tol_px)
+            & (detected["y_px"] >= gt["y_px"].min() - tol_px)
+            & (detected["y_px"] <= gt["y_px"].max() + tol_px)
+        )
+        inside = detected[box]
+        matched, unmatched, _ = match_columns(
+            inside[["x_px", "y_px"]].to_numpy(), gt[["x_px", "y_px"]].to_numpy(), tol_px
+        )
+        llr = inside["llr"].to_numpy(dtype=np.float64)
+        real_llr.append(llr[matched[:, 0]])
+        spurious_llr.append(llr[unmatched])
+    real = np.concatenate(real_llr) if real_llr else np.zeros(0)
+    spurious = np.concatenate(spurious_llr) if spurious_llr else np.zeros(0)
+    return {
+        "n_real_columns": float(real.size),
+        "n_spurious_columns": float(spurious.size),
+        "frac_real_llr_above_threshold": float(np.mean(real >= real_threshold))
+        if real.size
+        else float("nan"),
+        "frac_spurious_llr_below_threshold": (
+            float(np.mean(spurious <= spurious_threshold)) if spurious.size else float("nan")
+        ),
+        "median_llr_real": float(np.median(real)) if real.size else float("nan"),
+        "median_llr_spurious": float(np.median(spurious)) if spurious.size else float("nan"),
+    }
+
+
+def pipeline_benchmark(
+    series: str | Path,
+    out: str | Path,
+    *,
+    model: Any = "default",
+    cluster: str = "local",
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    processes: bool = True,
+    batch_frames: int = 4,
+    analysis: dict[str, Any] | None = None,
+    baseline_frames: int | None = 20,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the pipeline over ``series`` into ``out`` (fresh) and measure it.
+
+    Parameters
+    ----------
+    series
+        FrameSeries store; with a ground-truth table beside it (synthetic series)
+        the accuracy numbers are filled in.
+    out
+        Output folder; deleted first.
+    model
+        Model artefact name/path (or module / handle).
+    cluster, scheduler, n_workers, threads_per_worker, processes
+        Where the pipeline runs (see :func:`lowdose.parallel.cluster.connect`).
+    batch_frames
+        Frames per forward pass in the pipeline.
+    analysis
+        ``AnalysisConfig`` fields.
+    baseline_frames
+        Frames of the bare single-process loop (``None``: all frames).
+    progress
+        Show the pipeline's progress bar.
+
+    Returns
+    -------
+    dict
+        ``pipeline_frames_per_s``, ``baseline_frames_per_s``, ``speedup``,
+        ``n_cores``, ``ratio_per_core`` (speedup / cores used), ``peak_memory_MB``
+        (this process + its local workers), ``median_surface_f1``,
+        ``median_bulk_f1`` (and precision/recall), the LLR separation of
+        :func:`llr_separation`, and the run's shape and model identity.
+    """
+    from lowdose.parallel.cluster import connect
+    from lowdose.parallel.denoise import model_handle
+    from lowdose.parallel.outputs import read_table
+    from lowdose.parallel.pipeline import PipelineConfig, read_ground_truth, run_pipeline
+    from lowdose.store.series import open_series
+
+    series = Path(series)
+    ds = open_series(series)
+    handle = model_handle(model)
+    config = PipelineConfig.model_validate(
+        {
+            "series": series,
+            "out": Path(out),
+            "batch_frames": batch_frames,
+            "analysis": analysis or {},
+            "register_catalog": False,
+            "progress": progress,
+            "device": "cpu",
+        }
+    )
+    with connect(
+        cluster,
+        scheduler=scheduler,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        quiet=not progress,
+    ) as client:
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        n_cores = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
+        # Imports and the model load happen once per worker; keep them out of the timing.
+        warm = [
+            client.submit(
+                _warm_worker,
+                handle,
+                str(series),
+                float(ds.attrs["pixel_size_A"]),
+                workers=[address],
+                pure=False,
+                allow_other_workers=False,
+            )
+            for address in workers
+        ]
+        client.gather(warm)
+        with _PeakMemory() as memory:
+            result = run_pipeline(config, client, model=handle, overwrite=True)
+    report: dict[str, Any] = {
+        "n_frames": result.n_frames,
+        "frame_shape": list(ds["counts"].shape[1:]),
+        "n_workers": len(workers),
+        "n_cores": n_cores,
+        "model_id": handle.model_id,
+        "model_sha256": handle.sha256,
+        "pipeline_elapsed_s": result.elapsed_s,
+        "pipeline_frames_per_s": result.n_frames / result.elapsed_s,
+        "peak_memory_MB": memory.peak_bytes / 2**20,
+    }
+    base = bare_loop(series, handle, n_frames=baseline_frames, analysis=analysis)
+    report["baseline_frames"] = int(base["frames"])
+    report["baseline_frames_per_s"] = base["frames_per_s"]
+    report["speedup"] = report["pipeline_frames_per_s"] / base["frames_per_s"]
+    report["ratio_per_core"] = report["speedup"] / n_cores
+
+    frames = read_table(Path(out) / "frames.parquet")
+    for name in (
+        "surface_f1",
+        "bulk_f1",
+        "surface_precision",
+        "surface_recall",
+        "bulk_precision",
+        "bulk_recall",
+    ):
+        if name in frames:
+            report[f"median_{name}"] = float(frames[name].median())
+    truth = read_ground_truth(series)
+    if truth is not None:
+        if truth.empty:
+            raise LowdoseInputError(f"{series}: the ground-truth table is empty")
+        columns = read_table(Path(out) / "columns.parquet")
+        report.update(llr_separation(columns, truth, pixel_size_A=float(ds.attrs["pixel_size_A"])))
+    return report
