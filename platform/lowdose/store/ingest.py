@@ -46,7 +46,7 @@ from lowdose.store.series import (
 FloatPolicy = Literal["refuse", "round"]
 CHUNK_TARGET_BYTES = 64 << 20
 """Upper bound on the uncompressed size of one chunk when ``chunk_frames`` is automatic."""
-BATCH_TARGET_BYTES = 128 << 20
+BATCH_TARGET_BYTES = 64 << 20
 """Upper bound on the bytes of one source batch when ``batch_frames`` is automatic."""
 HASH_BLOCK_BYTES = 8 << 20
 
@@ -260,7 +260,7 @@ def ingest(
         chunk would exceed 64 MiB.
     batch_frames
         Frames read and written per step (a multiple of ``chunk_frames`` keeps writes
-        chunk-aligned); default: as many whole chunks as fit in 128 MiB of source data.
+        chunk-aligned); default: as many whole chunks as fit in 64 MiB of source data.
     progress
         Show tqdm progress bars.
 
