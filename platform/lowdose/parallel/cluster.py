@@ -51,6 +51,9 @@ Backend = Callable[[ClusterOptions], Any]
 BACKENDS: dict[str, str | Backend] = {
     "local": "lowdose.parallel.cluster:local_cluster",
     "local-cuda": "lowdose.parallel.cluster:local_cuda_cluster",
+    "slurm": "lowdose.parallel.jobqueue:slurm_cluster",
+    "pbs": "lowdose.parallel.jobqueue:pbs_cluster",
+    "kubernetes": "lowdose.parallel.kube:kubernetes_cluster",
 }
 """Cluster backend name → ``"module:function"`` (or the function itself)."""
 
