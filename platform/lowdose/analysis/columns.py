@@ -18,7 +18,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import ndimage, optimize, spatial
+from scipy import fft as sfft
+from scipy import optimize, spatial
 from skimage.feature import peak_local_max
 
 from lowdose.errors import LowdoseInputError
@@ -67,12 +68,37 @@ def log_halo_px(
     return math.ceil(truncate * largest) + 1
 
 
-def log_stack(image: npt.ArrayLike, sigmas_px: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Scale-normalised LoG responses ``-σ² ∇²(G_σ * image)``, one slice per σ (bright blobs > 0)."""
+def log_stack(
+    image: npt.ArrayLike, sigmas_px: npt.ArrayLike, truncate: float = 4.0
+) -> npt.NDArray[np.float64]:
+    """Scale-normalised LoG responses ``-σ² ∇²(G_σ * image)``, one slice per σ (bright blobs > 0).
+
+    Computed in Fourier space (one forward FFT shared by all scales, the analytic transfer
+    function ``-σ² · 4π²q² · exp(-2π²σ²q²)`` per scale) on the image mirror-padded by
+    ``truncate`` × the largest σ, so the borders behave like scipy's
+    ``gaussian_laplace(mode="reflect")``; the analytic (continuous) Gaussian differs from
+    scipy's sampled kernel by < 0.5 % of the peak response at σ ≥ 3 px, at a fraction of
+    the cost of the spatial convolutions.
+    """
     img = np.asarray(image, dtype=np.float64)
-    return np.stack(
-        [-(s**2) * ndimage.gaussian_laplace(img, s, mode="reflect") for s in np.asarray(sigmas_px)]
+    sig = np.asarray(sigmas_px, dtype=np.float64).reshape(-1)
+    pad = min(math.ceil(truncate * float(sig.max())), *img.shape) if img.size else 0
+    # numpy's "symmetric" padding repeats the edge pixel, like ndimage's "reflect"; the
+    # far side is padded on to a fast FFT length (prime sizes are slow).
+    shape = tuple(sfft.next_fast_len(n + 2 * pad, real=True) for n in img.shape)
+    padded = np.pad(
+        img, ((pad, shape[0] - img.shape[0] - pad), (pad, shape[1] - img.shape[1] - pad)), mode="symmetric"
     )
+    spectrum = sfft.rfft2(padded)
+    qy = np.fft.fftfreq(shape[0])[:, None]
+    qx = np.fft.rfftfreq(shape[1])[None, :]
+    q2 = qy**2 + qx**2
+    out = np.empty((len(sig), *img.shape))
+    for k, s in enumerate(sig):
+        transfer = (s**2) * 4.0 * np.pi**2 * q2 * np.exp(-2.0 * np.pi**2 * s**2 * q2)
+        full = sfft.irfft2(spectrum * transfer, s=shape)
+        out[k] = full[pad : pad + img.shape[0], pad : pad + img.shape[1]]
+    return out
 
 
 def choose_polarity(

@@ -178,27 +178,31 @@ def frame_polarity(
     config: AnalysisConfig,
     pixel_size_A: float,
     ground_truth: pd.DataFrame | None = None,
-) -> Literal["bright", "dark"]:
+) -> Literal["bright", "dark", "auto"]:
     """Column polarity of a frame: the configured one, or guessed on the particle's region.
 
     With ``polarity="auto"`` the guess (:func:`lowdose.analysis.columns.choose_polarity`)
     looks only at the particle's box, or above ``support_top_y_px``, when either is known,
     so that the support's columns (often of the opposite contrast) do not decide it.
+    Without a region it stays ``"auto"``: the detector then guesses on the whole frame
+    from the LoG responses it computes anyway.
     """
     if config.polarity != "auto":
         return config.polarity
-    view = denoised
-    roi = particle_region(config, pixel_size_A, ground_truth)
     height, width = denoised.shape
+    roi = particle_region(config, pixel_size_A, ground_truth)
+    view: npt.NDArray[np.float64] | None = None
     if roi is not None:
         x0, x1 = max(int(roi[0]), 0), min(int(np.ceil(roi[1])) + 1, width)
         y0, y1 = max(int(roi[2]), 0), min(int(np.ceil(roi[3])) + 1, height)
         if x1 - x0 >= 8 and y1 - y0 >= 8:
             view = denoised[y0:y1, x0:x1]
-    if config.support_top_y_px is not None:
-        y_cut = min(max(int(config.support_top_y_px), 0), view.shape[0])
-        if y_cut >= 8 and view is denoised:
+    elif config.support_top_y_px is not None:
+        y_cut = min(max(int(config.support_top_y_px), 0), height)
+        if y_cut >= 8:
             view = denoised[:y_cut]
+    if view is None:
+        return "auto"
     return choose_polarity(view, pixel_size_A, (config.sigma_min_A, config.sigma_max_A), config.num_sigma)
 
 
