@@ -147,3 +147,73 @@ def write_simulation(folder: Path, n_images: int = 3, size: int = 16) -> Path:
     path = folder / "simulation.zarr"
     stamp(ds, Layout.SIMULATION_SET).to_zarr(path, mode="w", consolidated=False)
     return path
+
+
+def write_long_series(
+    folder: Path,
+    n_frames: int = 100_000,
+    size: int = 64,
+    chunk_frames: int = 64,
+    written: tuple[int, ...] = (),
+) -> dict[str, Path]:
+    """A cheap ``n_frames`` series: metadata for all frames, pixel data only in the chunks of ``written``.
+
+    Unwritten chunks read as the fill value (0), so the store costs a few MB. Also
+    writes a full-length FrameTable and a ColumnTable with four columns per frame.
+    """
+    import dask.array as da
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    time_s = np.arange(n_frames) / FRAME_RATE_HZ
+    lazy = da.zeros((n_frames, size, size), dtype=np.uint8, chunks=(chunk_frames, size, size))
+    series = xr.Dataset(
+        {"counts": (("frame", "y", "x"), lazy)},
+        coords={"time_s": ("frame", time_s)},
+        attrs={
+            "frame_rate_hz": FRAME_RATE_HZ,
+            "dose_e_per_px": 0.45,
+            "pixel_size_A": 0.5,
+            "material": "Pt/CeO2",
+        },
+    )
+    path = folder / "long.zarr"
+    stamp(series, Layout.FRAME_SERIES).to_zarr(path, mode="w", compute=False, consolidated=False)
+    positions = _lattice(size, spacing=24)
+    for frame in written:
+        lo = (frame // chunk_frames) * chunk_frames
+        hi = min(lo + chunk_frames, n_frames)
+        block = np.stack([_render(positions + np.array([(i // 8) % 6, 0]), size) * 3 for i in range(lo, hi)])
+        counts = rng.poisson(block).astype(np.uint8)
+        part = xr.Dataset({"counts": (("frame", "y", "x"), counts)})
+        part.to_zarr(path, region={"frame": slice(lo, hi)}, consolidated=False)
+    frames = pd.DataFrame(
+        {
+            "frame": np.arange(n_frames),
+            "time_s": time_s,
+            "n_surface": 8 + (np.arange(n_frames) // 5000) % 4,
+            "n_spurious": rng.poisson(1.0, n_frames),
+            "n_undecided": rng.poisson(2.0, n_frames),
+            "mean_llr": rng.normal(0.01, 0.002, n_frames),
+        }
+    )
+    frames.to_parquet(folder / "long_frames.parquet", index=False)
+    k = len(positions)
+    columns = pd.DataFrame(
+        {
+            "frame": np.repeat(np.arange(n_frames), k),
+            "x_px": np.tile(positions[:, 0], n_frames),
+            "y_px": np.tile(positions[:, 1], n_frames),
+            "sigma_px": 1.6,
+            "intensity": 1.0,
+            "llr": rng.normal(0.01, 0.01, n_frames * k),
+            "verdict": np.tile(np.array(["real", "undecided", "spurious", "real"] * k)[:k], n_frames),
+            "surface": np.tile(np.arange(k) % 2 == 0, n_frames),
+        }
+    )
+    columns.to_parquet(folder / "long_columns.parquet", index=False)
+    return {
+        "series": path,
+        "frames": folder / "long_frames.parquet",
+        "columns": folder / "long_columns.parquet",
+    }
