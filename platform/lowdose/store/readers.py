@@ -8,9 +8,9 @@ underlying library becomes a one-line :class:`~lowdose.errors.FormatError` namin
 the file and, where known, the frame.
 
 Formats: TIFF (multi-page, ImageJ, tifffile-shaped; tifffile), MRC (mrcfile),
-HDF5 datasets (h5py), NumPy ``.npy`` (memory-mapped), DM3/DM4, EMD, SER and HSPY
-(rosettasciio, lazy). Imports numpy and the format libraries (lazily); never dask
-directly, never torch.
+HDF5 datasets (h5py), NumPy ``.npy`` (memory-mapped), DM3/DM4, EMD and HSPY
+(rosettasciio, lazy), and FEI/TIA SER image series (:mod:`lowdose.store.ser`).
+Imports numpy and the format libraries (lazily); never dask directly, never torch.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from lowdose.errors import FormatError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-RSCIIO_PLUGINS = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".emd": "emd", ".ser": "tia"}
+RSCIIO_PLUGINS = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".emd": "emd"}
 HSPY_SUFFIXES = (".hspy",)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali")
@@ -92,7 +92,7 @@ class FrameSource:
 
 
 @contextmanager
-def _library_errors(source_label: str, fmt: str, frame: int | None = None) -> Iterator[None]:
+def library_errors(source_label: str, fmt: str, frame: int | None = None) -> Iterator[None]:
     """Turn any failure (and logged error or warning) of a format library into FormatError."""
     records: list[logging.LogRecord] = []
 
@@ -137,7 +137,7 @@ class TiffSource(FrameSource):
     def __init__(self, path: Path) -> None:
         import tifffile
 
-        with _library_errors(str(path), "TIFF"):
+        with library_errors(str(path), "TIFF"):
             self._tif = tifffile.TiffFile(path)
             series = list(self._tif.series)
             if not series:
@@ -219,7 +219,7 @@ class TiffSource(FrameSource):
         for part, n in self._parts:
             lo, hi = max(start - offset, 0), min(stop - offset, n)
             if lo < hi:
-                with _library_errors(str(self.path), "TIFF", frame=start):
+                with library_errors(str(self.path), "TIFF", frame=start):
                     data = self._tif.asarray(key=range(lo, hi), series=part)
                 pieces.append(_as_frames(data, self.frame_shape))
             offset += n
@@ -236,7 +236,7 @@ class MrcSource(FrameSource):
     def __init__(self, path: Path) -> None:
         import mrcfile
 
-        with _library_errors(str(path), "MRC"), mrcfile.mmap(path, mode="r") as mrc:
+        with library_errors(str(path), "MRC"), mrcfile.mmap(path, mode="r") as mrc:
             data = mrc.data
             if data is None or data.ndim not in (2, 3):
                 raise FormatError(
@@ -254,7 +254,7 @@ class MrcSource(FrameSource):
         """Return frames ``[start, stop)``."""
         import mrcfile
 
-        with _library_errors(str(self.path), "MRC", frame=start), mrcfile.mmap(self.path, mode="r") as mrc:
+        with library_errors(str(self.path), "MRC", frame=start), mrcfile.mmap(self.path, mode="r") as mrc:
             data = mrc.data
             frames = data[start:stop] if data.ndim == 3 else data[None][start:stop]
             return np.array(frames, dtype=frames.dtype.newbyteorder("="))
@@ -264,7 +264,7 @@ class NpySource(FrameSource):
     """NumPy ``.npy`` file, memory-mapped per batch."""
 
     def __init__(self, path: Path) -> None:
-        with _library_errors(str(path), "NumPy .npy"):
+        with library_errors(str(path), "NumPy .npy"):
             data = np.load(path, mmap_mode="r", allow_pickle=False)
             if data.ndim not in (2, 3):
                 raise FormatError(f"{path}: array has shape {data.shape}; expected (frame, y, x) or (y, x)")
@@ -275,7 +275,7 @@ class NpySource(FrameSource):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Return frames ``[start, stop)``."""
-        with _library_errors(str(self.path), "NumPy .npy", frame=start):
+        with library_errors(str(self.path), "NumPy .npy", frame=start):
             data = np.load(self.path, mmap_mode="r", allow_pickle=False)
             frames = data[start:stop] if data.ndim == 3 else data[None][start:stop]
             return np.array(frames)
@@ -287,7 +287,7 @@ class Hdf5Source(FrameSource):
     def __init__(self, path: Path, dataset: str | None) -> None:
         import h5py
 
-        with _library_errors(str(path), "HDF5"):
+        with library_errors(str(path), "HDF5"):
             self._file = h5py.File(path, "r")
             name = dataset or self._only_stack(path)
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
@@ -326,7 +326,7 @@ class Hdf5Source(FrameSource):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Return frames ``[start, stop)``."""
-        with _library_errors(self.label, "HDF5", frame=start):
+        with library_errors(self.label, "HDF5", frame=start):
             if self._data.ndim == 2:
                 return np.asarray(self._data[()])[None][start:stop]
             return np.asarray(self._data[start:stop])
@@ -342,7 +342,7 @@ class RsciioSource(FrameSource):
     def __init__(self, path: Path, plugin: str) -> None:
         import importlib
 
-        with _library_errors(str(path), plugin):
+        with library_errors(str(path), plugin):
             reader = importlib.import_module(f"rsciio.{plugin}").file_reader
             signals = reader(str(path), lazy=True)
             stacks = [s for s in signals if getattr(s.get("data"), "ndim", 0) in (2, 3)]
@@ -379,7 +379,7 @@ class RsciioSource(FrameSource):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Return frames ``[start, stop)`` (computes only that slice of the lazy array)."""
-        with _library_errors(str(self.path), self.format, frame=start):
+        with library_errors(str(self.path), self.format, frame=start):
             data = self._data if self._data.ndim == 3 else self._data[None]
             return np.asarray(data[start:stop].compute(scheduler="synchronous"))
 
@@ -415,9 +415,15 @@ def open_source(spec: str | Path, *, h5_dataset: str | None = None) -> FrameSour
         return Hdf5Source(path, dataset)
     if suffix in HSPY_SUFFIXES:
         return RsciioSource(path, "hspy")
+    if suffix == ".ser":
+        from lowdose.store.ser import SerSource
+
+        return SerSource(path)
     if suffix in RSCIIO_PLUGINS:
         return RsciioSource(path, RSCIIO_PLUGINS[suffix])
-    known = sorted({*TIFF_SUFFIXES, *MRC_SUFFIXES, ".npy", *HDF5_SUFFIXES, *HSPY_SUFFIXES, *RSCIIO_PLUGINS})
+    known = sorted(
+        {*TIFF_SUFFIXES, *MRC_SUFFIXES, ".npy", ".ser", *HDF5_SUFFIXES, *HSPY_SUFFIXES, *RSCIIO_PLUGINS}
+    )
     raise FormatError(f"{path}: unknown format {suffix or '(no suffix)'!r}; expected one of {known}")
 
 
