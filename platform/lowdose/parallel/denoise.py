@@ -87,7 +87,13 @@ class ModelHandle:
             return self.module.to(device).eval()
         from lowdose.models.artefact import load_model
 
-        module, _card = load_model(self.source, device=device)
+        module, card = load_model(self.source, device=device)
+        found = (card.get("weights") or {}).get("sha256")
+        if found and found != self.sha256:
+            raise LowdoseInputError(
+                f"{self.source}: model weights changed since the run started "
+                f"(sha256 {found[:12]}… ≠ {self.sha256[:12]}…)"
+            )
         return module.eval()
 
 
@@ -97,14 +103,6 @@ def _state_sha256(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _card_int(card: dict[str, Any], *keys: str, default: int) -> int:
-    for key in keys:
-        value = card.get(key)
-        if value is not None:
-            return int(value)
-    return default
 
 
 def _halo_from_receptive_field(receptive_px: int) -> int:
@@ -120,22 +118,7 @@ def model_handle(model: str | Path | torch.nn.Module | ModelHandle = "default") 
     if isinstance(model, ModelHandle):
         return model
     if isinstance(model, str | Path):
-        from lowdose.models.artefact import load_model
-
-        module, card = load_model(str(model), device="cpu")
-        sha = str(card.get("sha256") or card.get("model_sha256") or _state_sha256(module))
-        receptive = _card_int(card, "receptive_field_px", "receptive_field", default=-1)
-        if receptive < 0:
-            from lowdose.models.receptive import receptive_field
-
-            receptive = receptive_field(module)
-        return ModelHandle(
-            source=str(card.get("path") or model),
-            sha256=sha,
-            model_id=str(card.get("model_id") or card.get("name") or Path(str(model)).stem),
-            halo_px=_halo_from_receptive_field(receptive),
-            align_px=_card_int(card, "size_multiple", "align_px", default=1),
-        )
+        return _artefact_handle(model)
     from lowdose.models.receptive import receptive_field
 
     scales = getattr(model, "scales", None)
@@ -146,6 +129,31 @@ def model_handle(model: str | Path | torch.nn.Module | ModelHandle = "default") 
         halo_px=_halo_from_receptive_field(receptive_field(model)),
         align_px=2 ** int(scales) if isinstance(scales, int) else 1,
         module=model,
+    )
+
+
+def _artefact_handle(model: str | Path) -> ModelHandle:
+    from lowdose.models.artefact import load_model, model_sha256
+
+    module, card = load_model(str(model), device="cpu")
+    source = "default" if str(model) == "default" else str(Path(model).resolve())
+    sha = (card.get("weights") or {}).get("sha256")
+    if not sha:
+        sha = model_sha256(Path(source).parent if source.endswith(".safetensors") else source)
+    receptive = card.get("receptive_field_px")
+    if receptive is None:
+        from lowdose.models.receptive import receptive_field
+
+        receptive = receptive_field(module)
+    architecture = card.get("architecture") or {}
+    scales = (architecture.get("config") or {}).get("scales", getattr(module, "scales", None))
+    label = "default" if source == "default" else Path(source).name
+    return ModelHandle(
+        source=source,
+        sha256=str(sha),
+        model_id=str(card.get("model_id") or f"{label}:{architecture.get('name', type(module).__name__)}"),
+        halo_px=_halo_from_receptive_field(int(receptive)),
+        align_px=2 ** int(scales) if isinstance(scales, int) else 1,
     )
 
 
