@@ -57,7 +57,9 @@ def deploy_inputs(tmp_path_factory) -> tuple[Path, Path]:
     from lowdose.models.registry import build
 
     root = tmp_path_factory.mktemp("deploy")
-    series = write_series(root / "s.zarr", n_frames=N_FRAMES, shape=SHAPE, chunk_frames=CHUNK, with_truth=True)
+    series = write_series(
+        root / "s.zarr", n_frames=N_FRAMES, shape=SHAPE, chunk_frames=CHUNK, with_truth=True
+    )
     model = save_artefact(
         root / "model",
         build("compact", base_channels=4, scales=2).eval(),
@@ -67,7 +69,9 @@ def deploy_inputs(tmp_path_factory) -> tuple[Path, Path]:
     return series, model
 
 
-def pipeline_yaml(path: Path, series: str | Path, out: str | Path, model: Path, cluster: dict | None = None) -> Path:
+def pipeline_yaml(
+    path: Path, series: str | Path, out: str | Path, model: Path, cluster: dict | None = None
+) -> Path:
     config = {
         "series": str(series),
         "out": str(out),
@@ -83,7 +87,9 @@ def pipeline_yaml(path: Path, series: str | Path, out: str | Path, model: Path, 
     return path
 
 
-def lowdose(*args: str, env: dict[str, str] | None = None, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+def lowdose(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 240
+) -> subprocess.CompletedProcess[str]:
     """Run the real `lowdose` CLI in a subprocess; fail with its stderr when it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", "lowdose", *args],
@@ -93,7 +99,9 @@ def lowdose(*args: str, env: dict[str, str] | None = None, timeout_s: float = 24
         text=True,
         timeout=timeout_s,
     )
-    assert proc.returncode == 0, f"lowdose {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"lowdose {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc
 
 
@@ -139,8 +147,22 @@ def dask_processes() -> Iterator[str]:
         for i in range(2):
             procs.append(
                 subprocess.Popen(
-                    [dask_cli, "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                     "--memory-limit", "2GB", "--no-dashboard", "--name", f"w{i}", "--death-timeout", "60"],
+                    [
+                        dask_cli,
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--memory-limit",
+                        "2GB",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{i}",
+                        "--death-timeout",
+                        "60",
+                    ],
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
