@@ -129,3 +129,14 @@ def test_compression_reaches_85_percent_of_entropy_bound(tmp_path: Path) -> None
     bits_per_px = 8 * store_bytes(path, "counts") / frames.size
     ratio, bound = 8 / bits_per_px, 8 / entropy
     assert ratio >= 0.85 * bound, (ratio, bound)
+
+
+def test_fsspec_url_round_trip() -> None:
+    import uuid
+
+    url = f"memory://lowdose-tests/{uuid.uuid4().hex}/s.zarr"
+    frames = np.random.default_rng(3).poisson(0.45, (10, 6, 7)).astype("uint8")
+    create_frame_series(url, (6, 7), chunk_frames=4)
+    append_frames(url, frames[:5])
+    append_frames(url, frames[5:])
+    np.testing.assert_array_equal(open_series(url)["counts"].values, frames)
