@@ -103,6 +103,9 @@ def ingest_benchmark(
         ``stored_MB``, ``compression_ratio`` (vs uint8 counts), ``entropy_bound_ratio``,
         ``fraction_of_bound`` and ``entropy_bits_per_px``.
     """
+    import tqdm  # noqa: F401  (imported before timing: measure throughput, not import time)
+    import zarr  # noqa: F401
+
     from lowdose.store.ingest import ingest
 
     owned = workdir is None

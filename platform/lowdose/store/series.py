@@ -16,9 +16,11 @@ when the source's maximum fits, else uint16/uint32). An append whose values do n
 fit the store's dtype raises :class:`~lowdose.errors.StoreError`; nothing is
 silently clipped or promoted.
 
-Compression (measured on Poisson(0.45) counts, see :mod:`lowdose.store.bench`):
-Blosc-zstd level 3 with bit-shuffle and 1 MiB Blosc blocks reaches ≈ 92 % of the
-Shannon bound at ≈ 150 MB/s per core; byte-shuffle or no shuffle stays at ≈ 66 %.
+Compression (measured on Poisson counts, see :func:`lowdose.store.bench.codec_comparison`):
+Blosc-zstd level 1 with bit-shuffle and 1 MiB Blosc blocks reaches 94 % of the
+Shannon bound at 0.45 e/px (86–94 % from 0.1 to 10 e/px) at ≈ 240 MB/s per core;
+zstd levels 2–5 compress slightly *worse* and 2–3× slower on these bit planes, and
+byte-shuffle or no shuffle stays at ≈ 66 %.
 
 This module imports numpy, zarr, xarray and dask (lazy reads only); never torch.
 """
@@ -39,7 +41,7 @@ COUNTS_DTYPES = ("uint8", "uint16", "uint32")
 """Integer dtypes a FrameSeries may store counts in, smallest first."""
 
 COUNTS_CNAME: Literal["zstd"] = "zstd"
-COUNTS_CLEVEL = 3
+COUNTS_CLEVEL = 1
 COUNTS_SHUFFLE: Literal["bitshuffle"] = "bitshuffle"
 COUNTS_BLOCKSIZE = 1 << 20
 COMPRESSION: dict[str, Any] = {
