@@ -16,8 +16,10 @@ Safety and re-runs:
   the store dtype: uint8 when it fits, else uint16/uint32), so bad values in them are
   found before the store exists.
 * Sources are recorded with sha256 checksums. Re-running on the same inputs is a
-  no-op; an interrupted run (Ctrl-C, kill) leaves ``OUT.partial`` whose committed
-  frames are kept and the next run resumes after them.
+  no-op (new metadata flags are then ignored: edit attrs with
+  :func:`~lowdose.store.series.update_series_attrs`); an interrupted run (Ctrl-C,
+  kill) leaves ``OUT.partial`` whose committed frames are kept and the next run
+  resumes after them.
 
 Imports numpy, zarr (through :mod:`lowdose.store.series`) and tqdm; never torch.
 """
@@ -304,7 +306,11 @@ def ingest(
 
         frame_bytes = frame_shape[0] * frame_shape[1]
         n_total = sum(s.n_frames for s in sources)
-        resume = partial.exists() and _same_partial(partial, records)
+        state = _partial_state(partial, records)
+        if state == "complete":  # crashed between the completion marker and the rename
+            partial.rename(out_path)
+            return out_path
+        resume = state == "in_progress"
         if partial.exists() and not resume:
             shutil.rmtree(partial)
         if resume:
@@ -366,9 +372,15 @@ def ingest(
             source.close()
 
 
-def _same_partial(partial: Path, records: list[dict[str, Any]]) -> bool:
+def _partial_state(partial: Path, records: list[dict[str, Any]]) -> str | None:
+    """``ingest_state`` of a leftover ``OUT.partial`` built from the same sources, else None."""
+    if not partial.exists():
+        return None
     try:
         attrs = series_attrs(partial)
     except StoreError:
-        return False
-    return attrs.get("ingest_state") == "in_progress" and _same_sources(attrs.get("sources"), records)
+        return None
+    if not _same_sources(attrs.get("sources"), records):
+        return None
+    state = attrs.get("ingest_state")
+    return state if state in ("in_progress", "complete") else None

@@ -121,3 +121,20 @@ def test_corrupt_bytes_give_format_error_or_valid_store(
     else:
         ds = open_series(out)  # whatever was read is a complete, valid store
         assert ds.attrs["ingest_state"] == "complete"
+
+
+def test_crash_between_completion_marker_and_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lowdose.store.series import update_series_attrs
+
+    def no_append(*args: object, **kwargs: object) -> int:
+        raise AssertionError("a complete partial store must be renamed, not re-ingested")
+
+    data = write_stack(tmp_path / "a.tif")
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    partial = tmp_path / "s.zarr.partial"
+    out.rename(partial)  # as if the process died right before its final rename
+    update_series_attrs(partial, {"ingest_state": "complete"})
+    monkeypatch.setattr(ingest_module, "append_frames", no_append)
+    assert ingest([tmp_path / "a.tif"], out, **META) == out
+    assert not partial.exists()
+    np.testing.assert_array_equal(open_series(out)["counts"].values, data)
