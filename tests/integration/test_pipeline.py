@@ -16,6 +16,7 @@ from lowdose.parallel.cluster import connect
 from lowdose.parallel.denoise import denoise_frames
 from lowdose.parallel.outputs import Progress, open_denoised, read_table
 from lowdose.parallel.pipeline import PipelineConfig, run_pipeline
+from lowdose.store.catalog import open_catalog
 from lowdose.store.schema import COLUMN_TABLE_COLUMNS, Layout, validate
 from lowdose.store.series import open_series
 from tests.unit.parallel.tiny import TinyConv, tiny_handle, toy_analyze_frame, write_series
@@ -35,7 +36,8 @@ def handle():
 
 
 def _config(series: Path, out: Path, **extra) -> PipelineConfig:
-    return PipelineConfig(series=series, out=out, register_catalog=False, progress=False, **extra)
+    fields = {"series": series, "out": out, "register_catalog": False, "progress": False}
+    return PipelineConfig.model_validate({**fields, **extra})
 
 
 def _zarr_bytes(store: Path) -> dict[str, bytes]:
@@ -61,8 +63,16 @@ def test_run_writes_denoised_and_tables(tmp_path, client, handle):
     assert (frames["n_truth"] == 4).all()  # each frame got its own ground truth rows
     np.testing.assert_allclose(frames["time_s"], np.arange(10) / 40.0)
 
-    again = run_pipeline(_config(series, tmp_path / "out"), client, model=handle, kernel=toy_analyze_frame)
+    again = run_pipeline(
+        _config(series, tmp_path / "out", register_catalog=True),
+        client,
+        model=handle,
+        kernel=toy_analyze_frame,
+    )
     assert (again.chunks_run, again.chunks_skipped) == (0, 3)
+    catalog = open_catalog(str(again.outputs["catalog"]), allow_absolute=True)
+    assert set(catalog.products_of("s")) >= {"DenoisedSeries", "ColumnTable", "FrameTable"}
+    assert len(catalog.open("out.frames")) == 10
 
 
 def test_resume_after_a_crash_is_byte_identical(tmp_path, client, handle):
@@ -70,6 +80,7 @@ def test_resume_after_a_crash_is_byte_identical(tmp_path, client, handle):
     cfg = _config(series, tmp_path / "a")
     run_pipeline(cfg, client, model=handle, kernel=toy_analyze_frame)
     reference = _zarr_bytes(tmp_path / "a" / "denoised.zarr")
+    ref_bytes = {t: (tmp_path / "a" / t).read_bytes() for t in ("columns.parquet", "frames.parquet")}
     ref_columns = read_table(tmp_path / "a" / "columns.parquet")
     ref_frames = read_table(tmp_path / "a" / "frames.parquet")
 
@@ -80,14 +91,16 @@ def test_resume_after_a_crash_is_byte_identical(tmp_path, client, handle):
             Progress(tmp_path / "a", stage).marker(chunk).unlink()
     torn = tmp_path / "a" / "denoised.zarr" / "denoised" / "c" / "2" / "0" / "0"
     torn.write_bytes(torn.read_bytes()[:10])
-    (tmp_path / "a" / "columns.parquet" / "part-000001.parquet").unlink()
-    (tmp_path / "a" / "frames.parquet" / "part-000002.parquet").write_bytes(b"garbage")
+    (tmp_path / "a" / "_parts" / "columns" / "part-000001.parquet").unlink()
+    (tmp_path / "a" / "_parts" / "frames" / "part-000002.parquet").write_bytes(b"garbage")
+    (tmp_path / "a" / "frames.parquet").unlink()  # as if killed before the tables were assembled
 
     result = run_pipeline(cfg, client, model=handle, kernel=toy_analyze_frame)
     assert (result.chunks_run, result.chunks_skipped) == (2, 1)
     assert _zarr_bytes(tmp_path / "a" / "denoised.zarr") == reference
     pd.testing.assert_frame_equal(read_table(tmp_path / "a" / "columns.parquet"), ref_columns)
     pd.testing.assert_frame_equal(read_table(tmp_path / "a" / "frames.parquet"), ref_frames)
+    assert {t: (tmp_path / "a" / t).read_bytes() for t in ref_bytes} == ref_bytes
 
 
 def test_refuses_to_mix_runs_and_separate_stages_agree(tmp_path, client, handle):

@@ -105,6 +105,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(inputs, tmp_path):
     for table in ("columns.parquet", "frames.parquet"):
         resumed, uninterrupted = read_table(killed / table), read_table(reference / table)
         pd.testing.assert_frame_equal(resumed, uninterrupted)
+        assert (killed / table).read_bytes() == (reference / table).read_bytes()
     frames = read_table(killed / "frames.parquet")
     assert frames["frame"].tolist() == list(range(N_FRAMES))  # none lost, none duplicated
     assert {"surface_f1", "bulk_f1"} <= set(frames.columns)

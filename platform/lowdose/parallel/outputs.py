@@ -3,17 +3,19 @@
 Layout of ``OUT/`` (the dashboard and catalog rely on these names)::
 
     OUT/denoised.zarr/          DenoisedSeries (zarr v3), written one frame chunk at a time
-    OUT/columns.parquet/        ColumnTable, one part file per frame chunk
-    OUT/frames.parquet/         FrameTable, one part file per frame chunk
-    OUT/columns_avg{n}.parquet/ and OUT/frames_avg{n}.parquet/  time-averaged analysis
+    OUT/columns.parquet         ColumnTable (one row group per frame chunk)
+    OUT/frames.parquet          FrameTable (one row group per frame chunk)
+    OUT/columns_avg{n}.parquet, OUT/frames_avg{n}.parquet   time-averaged analysis
+    OUT/_parts/<table>/         one Parquet part per finished frame chunk
     OUT/_progress/<stage>/      manifest.json + one marker per finished chunk
 
-Every file is written to a dot-prefixed temp name and renamed into place;
-Parquet readers (pyarrow datasets) ignore dot- and underscore-prefixed names, so
-a half-written part is never read. A chunk's marker is written only after all
-its data is in place, so a killed run is resumed by redoing exactly the chunks
-without a marker. A manifest records what a stage's outputs were computed from;
-re-running into a folder made from different inputs is refused.
+Every file is written to a dot-prefixed temp name and renamed into place. A
+chunk's marker is written only after all its data is in place, so a killed run
+is resumed by redoing exactly the chunks without a marker. The single-file
+tables are assembled from the parts (streamed, one row group per part) once every
+chunk of the stage is done, so they always hold every frame exactly once. A
+manifest records what a stage's outputs were computed from; re-running into a
+folder made from different inputs is refused.
 
 Imports numpy, pandas, zarr and xarray; never torch.
 """
@@ -36,16 +38,17 @@ DENOISED_NAME = "denoised.zarr"
 COLUMNS_NAME = "columns.parquet"
 FRAMES_NAME = "frames.parquet"
 PROGRESS_NAME = "_progress"
+PARTS_NAME = "_parts"
 
 
-def columns_name(average_frames: int | None = None) -> str:
-    """Folder name of the ColumnTable (per frame, or averaged over ``n`` frames)."""
-    return COLUMNS_NAME if not average_frames else f"columns_avg{average_frames}.parquet"
+def table_name(table: str, average_frames: int | None = None) -> str:
+    """File name of a table (``columns``/``frames``), per frame or averaged over ``n`` frames."""
+    return f"{table}.parquet" if not average_frames else f"{table}_avg{average_frames}.parquet"
 
 
-def frames_name(average_frames: int | None = None) -> str:
-    """Folder name of the FrameTable (per frame, or averaged over ``n`` frames)."""
-    return FRAMES_NAME if not average_frames else f"frames_avg{average_frames}.parquet"
+def parts_dir(out: Path, table: str, average_frames: int | None = None) -> Path:
+    """Folder of a table's per-chunk parts."""
+    return Path(out) / PARTS_NAME / table_name(table, average_frames).removesuffix(".parquet")
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -243,12 +246,33 @@ def open_denoised(path: str | Path) -> Any:
     return validate(ds, Layout.DENOISED_SERIES, source=location)
 
 
-def read_table(folder: str | Path) -> pd.DataFrame:
-    """Read a table folder written chunk by chunk, sorted by frame (and position)."""
-    folder = Path(folder)
-    parts = sorted(folder.glob("part-*.parquet"))
+def consolidate(parts: Path, target: Path, chunks: list[int]) -> None:
+    """Assemble the parts of ``chunks`` (in order) into the single Parquet file ``target``.
+
+    Streams one part at a time (one row group each), casting every part to the
+    first part's schema; written to a temp name and renamed.
+    """
+    import pyarrow.parquet as pq
+
+    files = [parts / part_name(c) for c in chunks]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise StoreError(f"{parts}: parts {missing[:3]} missing; re-run to redo their chunks")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    schema = pq.read_schema(files[0])
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for file in files:
+            writer.write_table(pq.read_table(file).cast(schema))
+    os.replace(tmp, target)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a pipeline table (the single file, or a folder of parts) in frame order."""
+    path = Path(path)
+    if path.is_file():
+        return pd.read_parquet(path)
+    parts = sorted(path.glob("part-*.parquet"))
     if not parts:
-        raise StoreError(f"{folder}: no table parts here")
-    table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    keys = [k for k in ("frame", "y_px", "x_px") if k in table.columns]
-    return table.sort_values(keys, kind="stable").reset_index(drop=True)
+        raise StoreError(f"{path}: no table here")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

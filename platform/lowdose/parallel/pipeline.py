@@ -16,6 +16,7 @@ Stages: ``denoise`` + ``analyze`` (``lowdose run``), ``denoise`` alone
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,9 @@ class PipelineConfig(LowdoseConfig):
         default_factory=lambda: ClusterConfig.model_validate({}), description="Dask cluster."
     )
     register_catalog: bool = Field(default=True, description="Register the outputs in the catalog.")
+    catalog: Path | None = Field(
+        default=None, description="Catalog YAML to register in (default OUT/catalog.yaml)."
+    )
     progress: bool = Field(default=True, description="Show a progress bar.")
 
     @model_validator(mode="after")
@@ -150,8 +154,8 @@ def _chunk_task(
             kernel=kernel,
         )
         name = outputs.part_name(chunk)
-        outputs.write_parquet_atomic(columns, out / outputs.columns_name(average_frames) / name)
-        outputs.write_parquet_atomic(frames, out / outputs.frames_name(average_frames) / name)
+        outputs.write_parquet_atomic(columns, outputs.parts_dir(out, "columns", average_frames) / name)
+        outputs.write_parquet_atomic(frames, outputs.parts_dir(out, "frames", average_frames) / name)
         summary["n_columns"] = len(columns)
         stage = f"avg{average_frames}" if average_frames else "analyze"
         outputs.Progress(out, stage).mark_done(chunk, summary)
@@ -355,8 +359,9 @@ class _Run:
         }
         if not progress.check_or_start(manifest, self.out):
             average = self.config.time_average_frames if stage != "analyze" else None
-            for name in (outputs.columns_name(average), outputs.frames_name(average)):
-                for part in (self.out / name).glob("part-*.parquet"):
+            for table in ("columns", "frames"):
+                (self.out / outputs.table_name(table, average)).unlink(missing_ok=True)
+                for part in outputs.parts_dir(self.out, table, average).glob("part-*.parquet"):
                     part.unlink()
             progress.commit_manifest(manifest)
         return progress.done_chunks()
@@ -409,6 +414,8 @@ class _Run:
             )
         _run_futures(self.client, tasks, "frames", c.progress)
         chunks_run = len(tasks)
+        if analyze:
+            self._consolidate(None, list(range(len(self.starts))), rewrite=bool(tasks))
         if analyze and c.time_average_frames:
             self._time_average(model_sha)
         elapsed = time.perf_counter() - t0
@@ -416,8 +423,8 @@ class _Run:
         if denoise:
             produced["denoised"] = self.out / outputs.DENOISED_NAME
         if analyze:
-            produced["columns"] = self.out / outputs.COLUMNS_NAME
-            produced["frames"] = self.out / outputs.FRAMES_NAME
+            produced["columns"] = self.out / outputs.table_name("columns")
+            produced["frames"] = self.out / outputs.table_name("frames")
         result = PipelineResult(
             out=self.out,
             n_frames=self.n_frames,
@@ -465,14 +472,48 @@ class _Run:
                 )
             )
         _run_futures(self.client, tasks, f"{n}-frame averages", self.config.progress)
+        usable_chunks = [
+            chunk
+            for chunk, start in enumerate(self.starts)
+            if (min(start + self.chunk_frames, self.n_frames) - start) >= n
+        ]
+        self._consolidate(n, usable_chunks, rewrite=bool(tasks))
+
+    def _consolidate(self, average_frames: int | None, chunks: list[int], *, rewrite: bool) -> None:
+        """Assemble the single-file tables once every chunk of the stage is done."""
+        for table in ("columns", "frames"):
+            target = self.out / outputs.table_name(table, average_frames)
+            if rewrite or not target.exists():
+                outputs.consolidate(outputs.parts_dir(self.out, table, average_frames), target, chunks)
+
+
+def _entry_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", text).strip("._-") or "run"
+    return cleaned[:100]
 
 
 def _register(config: PipelineConfig, result: PipelineResult) -> None:
-    """Register the outputs in the catalog beside the series (when the catalog module offers it)."""
-    try:
-        from lowdose.store import catalog
-    except ImportError:
-        return
-    register = getattr(catalog, "register_pipeline_outputs", None)
-    if register is not None:
-        register(series=config.series, out=result.out, outputs=result.outputs)
+    """Register the series and the run's outputs in the catalog (default ``OUT/catalog.yaml``).
+
+    Entries: ``<series>`` (the FrameSeries) and ``<out>.denoised``, ``<out>.columns``,
+    ``<out>.frames`` linked to it. Products outside the catalog's folder are
+    recorded by absolute path.
+    """
+    from lowdose.store.catalog import product_entry, register_products, register_run_outputs
+
+    catalog = Path(config.catalog) if config.catalog else result.out / "catalog.yaml"
+    series_name = _entry_name(Path(config.series).name.removesuffix(".zarr"))
+    register_products(
+        catalog,
+        [product_entry(series_name, config.series, source="lowdose run")],
+        allow_absolute=True,
+    )
+    register_run_outputs(
+        catalog,
+        result.out,
+        prefix=_entry_name(result.out.name),
+        series=series_name,
+        source=f"lowdose run (model {config.model})",
+        allow_absolute=True,
+    )
+    result.outputs["catalog"] = catalog
