@@ -76,6 +76,10 @@ def test_pure_is_unbiased_risk_estimate() -> None:
 def test_haar_round_trip_and_pure_let_shapes() -> None:
     x = np.random.default_rng(0).poisson(2.0, (16, 16)).astype(np.float64)
     np.testing.assert_allclose(purelet._haar_inverse(*purelet._haar_forward(x)), x)
+    batch = np.random.default_rng(1).poisson(0.8, (3, 32, 32)).astype(np.float64)
+    together = purelet.pure_let_square(batch)
+    for k in range(3):  # each image of a batch gets its own fit
+        np.testing.assert_allclose(together[k], purelet.pure_let_square(batch[k]), rtol=1e-10, atol=1e-12)
     odd = np.random.default_rng(0).poisson(0.45, (100, 150))
     assert B.pure_let(odd, patch_px=64, stride_px=32, cycle_spins=1).shape == (100, 150)
     with pytest.raises(LowdoseInputError, match="power"):
@@ -117,3 +121,13 @@ def test_spot_mask_keeps_the_lattice_reflections() -> None:
     assert mask[0, 4] and mask[0, -4] and mask[4, 0]
     assert mask.mean() < 0.2
     assert power[mask].sum() > 0.9 * power.sum()
+
+
+def test_wiener_limits_match_local_mean_and_identity() -> None:
+    from scipy import ndimage
+
+    x = np.random.default_rng(2).poisson(1.0, (40, 50)).astype(np.float64)
+    footprint = B.filters.disc_footprint(5.0).astype(np.float64)
+    local_mean = ndimage.correlate(x, footprint / footprint.sum(), mode="reflect")
+    np.testing.assert_allclose(B.adaptive_wiener(x, 5.0, noise_variance=1e9), local_mean, atol=1e-6)
+    np.testing.assert_allclose(B.adaptive_wiener(x, 5.0, noise_variance=0.0), x, atol=1e-9)

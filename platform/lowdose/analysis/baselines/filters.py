@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
+from scipy import ndimage, signal
 from skimage.feature import peak_local_max
 
 from lowdose.errors import LowdoseInputError
@@ -58,8 +58,8 @@ def adaptive_wiener(
     x = _image(counts, "counts")
     footprint = disc_footprint(radius_px).astype(np.float64)
     footprint /= footprint.sum()
-    mean = ndimage.correlate(x, footprint, mode="reflect")
-    var = np.maximum(ndimage.correlate(x**2, footprint, mode="reflect") - mean**2, 0.0)
+    mean = _disc_mean(x, footprint)
+    var = np.maximum(_disc_mean(x**2, footprint) - mean**2, 0.0)
     if noise_variance is None:
         nu: FloatArray | float = float(var.mean())
     elif noise_variance == "poisson":
@@ -72,6 +72,14 @@ def adaptive_wiener(
         )
     gain = np.maximum(var - nu, 0.0) / np.maximum(np.maximum(var, nu), 1e-12)
     return np.asarray(mean + gain * (x - mean), dtype=np.float64)
+
+
+def _disc_mean(x: FloatArray, footprint: FloatArray) -> FloatArray:
+    # Same as ndimage.correlate(x, footprint, mode="reflect") (the footprint is symmetric),
+    # via FFT: a 27×27 window costs 729 multiply-adds per pixel spatially.
+    r = footprint.shape[0] // 2
+    padded = np.pad(x, r, mode="symmetric")
+    return np.asarray(signal.fftconvolve(padded, footprint, mode="valid"), dtype=np.float64)
 
 
 def _frequencies_per_A(shape: tuple[int, ...], pixel_size_A: float) -> FloatArray:

@@ -52,39 +52,47 @@ MIN_COEFFICIENTS_PER_WEIGHT = 12
 
 
 def _haar_forward(x: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    a, b = x[0::2, 0::2], x[0::2, 1::2]
-    c, e = x[1::2, 0::2], x[1::2, 1::2]
+    # Over the last two axes; leading axes are a batch of patches.
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, e = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
     s = a + b + c + e
     return s, (a + b) - (c + e), (a + c) - (b + e), (a + e) - (b + c)
 
 
 def _haar_inverse(s: FloatArray, dh: FloatArray, dv: FloatArray, dd: FloatArray) -> FloatArray:
-    out = np.empty((2 * s.shape[0], 2 * s.shape[1]))
-    out[0::2, 0::2] = (s + dh + dv + dd) / 4.0
-    out[0::2, 1::2] = (s + dh - dv - dd) / 4.0
-    out[1::2, 0::2] = (s - dh + dv - dd) / 4.0
-    out[1::2, 1::2] = (s - dh - dv + dd) / 4.0
+    out = np.empty((*s.shape[:-2], 2 * s.shape[-2], 2 * s.shape[-1]))
+    out[..., 0::2, 0::2] = (s + dh + dv + dd) / 4.0
+    out[..., 0::2, 1::2] = (s + dh - dv - dd) / 4.0
+    out[..., 1::2, 0::2] = (s - dh + dv - dd) / 4.0
+    out[..., 1::2, 1::2] = (s - dh - dv + dd) / 4.0
     return out
 
 
 def _basis(d: FloatArray, s: FloatArray, taus: tuple[float, ...]) -> FloatArray:
-    # (K, n) LET basis evaluated at (d, s); s + 1 keeps the variance proxy positive at s = 0, −1.
+    # (K, ...) LET basis evaluated at (d, s); s + 1 keeps the variance proxy positive at s = 0, −1.
     variance = np.maximum(s + 1.0, 1.0)
     rows = [d] + [d * np.exp(-(d**2) / (2.0 * tau**2 * variance)) for tau in taus]
     return np.stack(rows)
 
 
-def pure_let_weights(d: FloatArray, s: FloatArray, taus: tuple[float, ...] = DEFAULT_TAUS) -> FloatArray:
-    """LET weights minimising PURE for one sub-band (unnormalised Haar details ``d``, sums ``s``)."""
-    d = d.ravel()
-    s = s.ravel()
-    phi = _basis(d, s, taus)
-    phi_minus = _basis(d - 1.0, s - 1.0, taus)
-    phi_plus = _basis(d + 1.0, s - 1.0, taus)
-    gram = phi @ phi.T
-    rhs = 0.5 * ((s + d) * phi_minus - (s - d) * phi_plus).sum(axis=1)
-    weights, *_ = np.linalg.lstsq(gram, rhs, rcond=None)
-    return np.asarray(weights, dtype=np.float64)
+def pure_let_weights(
+    d: FloatArray, s: FloatArray, taus: tuple[float, ...] = DEFAULT_TAUS, *, batched: bool = False
+) -> FloatArray:
+    """LET weights minimising PURE (unnormalised Haar details ``d``, their sums ``s``).
+
+    One fit over all coefficients (weights ``(K,)``), or with ``batched=True`` one fit per
+    row of ``(N, m)`` arrays (weights ``(N, K)``).
+    """
+    d2 = np.asarray(d, dtype=np.float64).reshape(d.shape[0] if batched else 1, -1)
+    s2 = np.asarray(s, dtype=np.float64).reshape(d2.shape)
+    phi = _basis(d2, s2, taus)  # (K, N, m)
+    phi_minus = _basis(d2 - 1.0, s2 - 1.0, taus)
+    phi_plus = _basis(d2 + 1.0, s2 - 1.0, taus)
+    gram = np.einsum("knm,lnm->nkl", phi, phi)
+    rhs = 0.5 * ((s2 + d2) * phi_minus - (s2 - d2) * phi_plus).sum(axis=2).T  # (N, K)
+    # pinv: an all-zero patch (no counts) has a singular Gram matrix; any weights do there.
+    weights = np.einsum("nkl,nl->nk", np.linalg.pinv(gram), rhs)
+    return np.asarray(weights if batched else weights[0], dtype=np.float64)
 
 
 def pure_risk(
@@ -102,36 +110,46 @@ def pure_risk(
 def pure_let_square(
     counts: npt.ArrayLike, levels: int | None = None, taus: tuple[float, ...] = DEFAULT_TAUS
 ) -> FloatArray:
-    """PURE-LET denoise one square image whose side is a power of two (counts in, rate out)."""
+    """PURE-LET denoise square images whose side is a power of two (counts in, rates out).
+
+    ``counts`` is one ``(n, n)`` image or a batch ``(N, n, n)``; every image gets its own
+    PURE-optimal weights.
+    """
     x = np.asarray(counts, dtype=np.float64)
-    n = x.shape[0]
-    if x.ndim != 2 or x.shape[1] != n or n & (n - 1) or n < 2:
+    n = x.shape[-1]
+    if x.ndim not in (2, 3) or x.shape[-2] != n or n & (n - 1) or n < 2:
         raise LowdoseInputError(
-            f"counts: expected a square image with a power-of-two side, got shape {x.shape}"
+            f"counts: expected square images with a power-of-two side, got shape {x.shape}"
         )
+    single = x.ndim == 2
+    batch = x[None] if single else x
     max_levels = int(math.log2(n))
     levels = max_levels if levels is None else min(levels, max_levels)
     details: list[tuple[FloatArray, FloatArray, FloatArray]] = []
     sums: list[FloatArray] = []
-    low = x
+    low = batch
     for _ in range(levels):
         s, dh, dv, dd = _haar_forward(low)
         sums.append(s)
         details.append((dh, dv, dd))
         low = s
     n_weights = len(taus) + 1
+    n_batch = batch.shape[0]
     for level in reversed(range(levels)):
         s = sums[level]
         bands = details[level]
-        pooled_d = np.concatenate([d.ravel() for d in bands])
-        if pooled_d.size >= MIN_COEFFICIENTS_PER_WEIGHT * n_weights:
-            w = pure_let_weights(pooled_d, np.tile(s.ravel(), len(bands)), taus)
+        stacked_d = np.stack(bands, axis=1)  # (N, 3, h, w)
+        stacked_s = np.broadcast_to(s[:, None], stacked_d.shape)
+        if stacked_d[0].size >= MIN_COEFFICIENTS_PER_WEIGHT * n_weights:
+            w = pure_let_weights(
+                stacked_d.reshape(n_batch, -1), stacked_s.reshape(n_batch, -1), taus, batched=True
+            )
         else:
-            w = np.r_[1.0, np.zeros(len(taus))]
-        shrunk = [(w @ _basis(d.ravel(), s.ravel(), taus)).reshape(d.shape) for d in bands]
+            w = np.tile(np.r_[1.0, np.zeros(len(taus))], (n_batch, 1))
+        shrunk = np.einsum("nk,knbhw->nbhw", w, _basis(stacked_d, stacked_s, taus))
         # Rebuild from the (denoised) coarser sums: `low` holds the estimate of `s` here.
-        low = _haar_inverse(low, shrunk[0], shrunk[1], shrunk[2])
-    return low
+        low = _haar_inverse(low, shrunk[:, 0], shrunk[:, 1], shrunk[:, 2])
+    return low[0] if single else low
 
 
 def pure_let(
@@ -176,27 +194,28 @@ def pure_let(
     if cycle_spins < 1:
         raise LowdoseInputError(f"cycle_spins: expected >= 1, got {cycle_spins}")
     pad_y, pad_x = max(0, patch_px - x.shape[0]), max(0, patch_px - x.shape[1])
-    padded = np.pad(x, ((0, pad_y), (0, pad_x)), mode="reflect") if pad_y or pad_x else x
+    padded = np.pad(x, ((0, pad_y), (0, pad_x)), mode="symmetric") if pad_y or pad_x else x
     height, width = padded.shape
-    out = np.zeros_like(padded)
-    weight = np.zeros_like(padded)
-    starts_y = _starts(height, patch_px, stride_px)
-    starts_x = _starts(width, patch_px, stride_px)
+    origins = [
+        (y0, x0) for y0 in _starts(height, patch_px, stride_px) for x0 in _starts(width, patch_px, stride_px)
+    ]
+    patches = np.stack([padded[y0 : y0 + patch_px, x0 : x0 + patch_px] for y0, x0 in origins])
     # Shifts that are multiples of 2**level leave that level's Haar grid in place; fixed
     # pseudo-random 2-D shifts decorrelate the block artefacts of every level.
     spin_rng = np.random.default_rng(20110301)
     shifts = [(0, 0)] + [
         (int(a), int(b)) for a, b in spin_rng.integers(0, patch_px, size=(cycle_spins - 1, 2))
     ]
-    for y0 in starts_y:
-        for x0 in starts_x:
-            patch = padded[y0 : y0 + patch_px, x0 : x0 + patch_px]
-            acc = np.zeros_like(patch)
-            for shift in shifts:
-                rolled = np.roll(patch, shift, axis=(0, 1))
-                acc += np.roll(pure_let_square(rolled, levels, taus), (-shift[0], -shift[1]), axis=(0, 1))
-            out[y0 : y0 + patch_px, x0 : x0 + patch_px] += acc / len(shifts)
-            weight[y0 : y0 + patch_px, x0 : x0 + patch_px] += 1.0
+    estimate = np.zeros_like(patches)
+    for shift in shifts:
+        rolled = np.roll(patches, shift, axis=(1, 2))
+        estimate += np.roll(pure_let_square(rolled, levels, taus), (-shift[0], -shift[1]), axis=(1, 2))
+    estimate /= len(shifts)
+    out = np.zeros_like(padded)
+    weight = np.zeros_like(padded)
+    for (y0, x0), patch in zip(origins, estimate, strict=True):
+        out[y0 : y0 + patch_px, x0 : x0 + patch_px] += patch
+        weight[y0 : y0 + patch_px, x0 : x0 + patch_px] += 1.0
     return (out / weight)[: x.shape[0], : x.shape[1]]
 
 
