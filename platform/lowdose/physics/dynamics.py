@@ -101,12 +101,12 @@ def surface_configurations(base: FloatArray, n_states: int, rng: np.random.Gener
 def dwell_schedule(n_frames: int, n_states: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
     """State index of every frame: ``n_states`` consecutive segments of random length (≥ 1)."""
     n_states = max(1, min(n_states, n_frames))
-    cuts = (
-        np.sort(rng.choice(np.arange(1, n_frames), size=n_states - 1, replace=False)) if n_states > 1 else []
-    )
+    cuts: list[int] = []
+    if n_states > 1:
+        cuts = sorted(int(c) for c in rng.choice(np.arange(1, n_frames), size=n_states - 1, replace=False))
     state = np.zeros(n_frames, dtype=np.int64)
     for c in cuts:
-        state[int(c) :] += 1
+        state[c:] += 1
     return state
 
 
