@@ -105,6 +105,14 @@ def _state_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _alignment(module: Any) -> int:
+    """Pixel grid a model's pooling works on: ``unshuffle × 2**scales`` (1 for plain conv nets)."""
+    scales = getattr(module, "scales", None)
+    unshuffle = getattr(module, "unshuffle", 1)
+    factor = int(unshuffle) if isinstance(unshuffle, int) else 1
+    return factor * (2 ** int(scales) if isinstance(scales, int) else 1)
+
+
 def _halo_from_receptive_field(receptive_px: int) -> int:
     return max(0, (int(receptive_px) + 1) // 2)
 
@@ -121,13 +129,12 @@ def model_handle(model: str | Path | torch.nn.Module | ModelHandle = "default") 
         return _artefact_handle(model)
     from lowdose.models.receptive import receptive_field
 
-    scales = getattr(model, "scales", None)
     return ModelHandle(
         source="",
         sha256=_state_sha256(model),
         model_id=type(model).__name__,
         halo_px=_halo_from_receptive_field(receptive_field(model)),
-        align_px=2 ** int(scales) if isinstance(scales, int) else 1,
+        align_px=_alignment(model),
         module=model,
     )
 
@@ -146,14 +153,13 @@ def _artefact_handle(model: str | Path) -> ModelHandle:
 
         receptive = receptive_field(module)
     architecture = card.get("architecture") or {}
-    scales = (architecture.get("config") or {}).get("scales", getattr(module, "scales", None))
     label = "default" if source == "default" else Path(source).name
     return ModelHandle(
         source=source,
         sha256=str(sha),
         model_id=str(card.get("model_id") or f"{label}:{architecture.get('name', type(module).__name__)}"),
         halo_px=_halo_from_receptive_field(int(receptive)),
-        align_px=2 ** int(scales) if isinstance(scales, int) else 1,
+        align_px=_alignment(module),
     )
 
 
