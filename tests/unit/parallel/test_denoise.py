@@ -73,3 +73,24 @@ def test_tiling_a_real_unet_is_exact_with_aligned_tiles(frames):
     tile = 2 * handle.halo_px + 2 * handle.align_px
     tiled = denoise_frames(stack, handle, tile_px=tile, device="cpu")
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
+
+
+def test_artefact_handle_uses_the_card_and_loads_once(tmp_path):
+    from lowdose.models.artefact import model_sha256, save_artefact
+    from lowdose.models.registry import build
+    from lowdose.parallel.denoise import model_handle
+
+    net = build("compact", base_channels=4, scales=1, unshuffle=2).eval()
+    path = save_artefact(
+        tmp_path / "m", net, name="compact", model_config={"base_channels": 4, "scales": 1, "unshuffle": 2}
+    )
+    handle = model_handle(path)
+    assert handle.sha256 == model_sha256(path)
+    assert handle.module is None and handle.source == str(path.resolve())
+    assert handle.align_px == 4
+    first = handle.load("cpu")
+    assert handle.load("cpu") is first  # one load per process
+    frame = np.random.default_rng(3).poisson(0.45, size=(16, 16)).astype(np.uint8)
+    np.testing.assert_array_equal(
+        denoise_frames(frame, handle, device="cpu"), denoise_frames(frame, net, device="cpu")
+    )
