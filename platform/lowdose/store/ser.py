@@ -57,7 +57,7 @@ class SerSource(FrameSource):
                 units = handle.read(units_length).decode("latin-1").strip().lower()
                 if n_dims == 1 and units in TIME_TO_S and delta > 0:
                     metadata["frame_rate_hz"] = 1.0 / (delta * TIME_TO_S[units])
-            if valid < 1 or valid > total:
+            if valid < 1 or valid > total or offset_array + valid * struct.calcsize(offset_format) > size:
                 raise FormatError(f"{path}: SER header says {valid} valid of {total} elements")
             self._offsets = np.fromfile(
                 handle, dtype=offset_format, count=valid, offset=offset_array - handle.tell()

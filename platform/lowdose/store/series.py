@@ -28,6 +28,7 @@ This module imports numpy, zarr, xarray and dask (lazy reads only); never torch.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -400,7 +401,8 @@ def open_series(
     for name in ("counts", "clean"):
         if name in group:
             array = group[name]
-            lazy = da.from_zarr(array, chunks=array.chunks, name=f"{name}-{location}-{n_frames}")[:n_frames]
+            # A fresh name per open: a store rewritten in place must never hit stale dask results.
+            lazy = da.from_zarr(array, chunks=array.chunks, name=f"{name}-{uuid.uuid4().hex}")[:n_frames]
             var_attrs = {k: v for k, v in array.attrs.items() if k != "coordinates"}
             data_vars[name] = xr.Variable(FRAME_SERIES.dims, lazy, attrs=var_attrs)
     coords: dict[str, Any] = {

@@ -12,6 +12,7 @@ import lowdose.store.ingest as ingest_module
 from lowdose.errors import FormatError, StoreError
 from lowdose.store.ingest import ingest
 from lowdose.store.series import open_series, series_attrs
+from tests.unit.store._ser_writer import write_ser
 
 META = {"pixel_size_A": 0.061, "frame_rate_hz": 40.0}
 
@@ -86,9 +87,9 @@ def test_changed_input_restarts_a_partial(tmp_path: Path, monkeypatch: pytest.Mo
     np.testing.assert_array_equal(open_series(out)["counts"].values, data)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    suffix=st.sampled_from([".tif", ".npy", ".mrc"]),
+    suffix=st.sampled_from([".tif", ".npy", ".mrc", ".ser"]),
     position=st.floats(0, 1),
     payload=st.binary(min_size=1, max_size=64),
     truncate=st.booleans(),
@@ -105,6 +106,8 @@ def test_corrupt_bytes_give_format_error_or_valid_store(
         tifffile.imwrite(src, data, compression="zlib")
     elif suffix == ".npy":
         np.save(src, data)
+    elif suffix == ".ser":
+        write_ser(src, data, 6.1e-12, 0.025)
     else:
         with mrcfile.new(src) as mrc:
             mrc.set_data(data)
