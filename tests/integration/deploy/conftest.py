@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -127,55 +128,62 @@ def local_reference(deploy_inputs, tmp_path_factory) -> Path:
     return root / "out"
 
 
-@pytest.fixture(scope="module")
-def dask_processes() -> Iterator[str]:
-    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1; yields the address."""
+@contextlib.contextmanager
+def start_dask_processes(env: dict[str, str] | None = None, n_workers: int = 2) -> Iterator[str]:
+    """A real `dask scheduler` and ``n_workers`` `dask worker` processes on 127.0.0.1; yields the address."""
+    from distributed import Client
+
     dask_cli = shutil.which("dask", path=str(BIN)) or str(BIN / "dask")
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = child_env()
+    env = env or child_env()
+    scheduler = [
+        dask_cli,
+        "scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-address",
+        ":0",
+    ]
     procs = [
         subprocess.Popen(
-            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
+            scheduler, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
     ]
     try:
-        for i in range(2):
+        for i in range(n_workers):
+            worker = [
+                dask_cli,
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "2GB",
+                "--no-dashboard",
+                "--name",
+                f"w{i}",
+                "--death-timeout",
+                "60",
+            ]
             procs.append(
                 subprocess.Popen(
-                    [
-                        dask_cli,
-                        "worker",
-                        address,
-                        "--host",
-                        "127.0.0.1",
-                        "--nthreads",
-                        "1",
-                        "--memory-limit",
-                        "2GB",
-                        "--no-dashboard",
-                        "--name",
-                        f"w{i}",
-                        "--death-timeout",
-                        "60",
-                    ],
+                    worker,
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,
                 )
             )
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             try:
                 with Client(address, timeout=5) as client:
-                    client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+                    client.wait_for_workers(n_workers, timeout=max(1.0, deadline - time.monotonic()))
                 break
             except OSError:
                 if time.monotonic() > deadline or procs[0].poll() is not None:
@@ -185,3 +193,10 @@ def dask_processes() -> Iterator[str]:
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+@pytest.fixture(scope="module")
+def dask_processes() -> Iterator[str]:
+    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1; yields the address."""
+    with start_dask_processes() as address:
+        yield address

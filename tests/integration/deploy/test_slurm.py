@@ -212,3 +212,18 @@ def test_lowdose_run_submits_worker_jobs_to_slurm(slurm, deploy_inputs, local_re
             break
         time.sleep(0.5)
     assert "RUNNING" not in queue
+
+
+def test_deploy_batch_script_is_accepted_by_sbatch(slurm):
+    # --test-only: slurmctld validates the script's directives without queueing it.
+    env = {**child_env(), "SLURM_CONF": slurm["SLURM_CONF"]}
+    script = Path(__file__).resolve().parents[3] / "deploy" / "slurm" / "run-pipeline.sbatch"
+    proc = subprocess.run(
+        [str(_which("sbatch")), "--test-only", "--partition=debug", "--mem=1G", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "to start at" in proc.stderr + proc.stdout
