@@ -153,6 +153,7 @@ def _batches(
             if pending_frames == batch_frames:
                 yield np.concatenate(pending) if len(pending) > 1 else pending[0]
                 pending, pending_frames = [], 0
+        source.close()  # one open file at a time, however many inputs
         offset += source.n_frames
     if pending:
         yield np.concatenate(pending) if len(pending) > 1 else pending[0]

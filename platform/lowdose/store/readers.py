@@ -138,7 +138,7 @@ class TiffSource(FrameSource):
         import tifffile
 
         with library_errors(str(path), "TIFF"):
-            self._tif = tifffile.TiffFile(path)
+            self._tif: Any = tifffile.TiffFile(path)
             series = list(self._tif.series)
             if not series:
                 raise FormatError(f"{path}: TIFF holds no images")
@@ -162,6 +162,8 @@ class TiffSource(FrameSource):
                 self._parts.append((part, int(np.prod(part.shape[:-2], dtype=np.int64))))
             self._check_extent(path)
             metadata = self._metadata()
+            self._tif.close()  # reopened by read(): a folder of 10^5 TIFFs must not hold 10^5 handles
+            self._tif = None
         super().__init__(
             path=path,
             format="tiff",
@@ -214,20 +216,26 @@ class TiffSource(FrameSource):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Return frames ``[start, stop)``, decoding only the pages needed."""
+        import tifffile
+
         pieces = []
         offset = 0
-        for part, n in self._parts:
+        for index, (_, n) in enumerate(self._parts):
             lo, hi = max(start - offset, 0), min(stop - offset, n)
             if lo < hi:
                 with library_errors(str(self.path), "TIFF", frame=start):
-                    data = self._tif.asarray(key=range(lo, hi), series=part)
+                    if self._tif is None:
+                        self._tif = tifffile.TiffFile(self.path)
+                    data = self._tif.asarray(key=range(lo, hi), series=index)
                 pieces.append(_as_frames(data, self.frame_shape))
             offset += n
         return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
     def close(self) -> None:
-        """Close the TIFF file."""
-        self._tif.close()
+        """Close the TIFF file (a later read reopens it)."""
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
 
 
 class MrcSource(FrameSource):
@@ -288,7 +296,7 @@ class Hdf5Source(FrameSource):
         import h5py
 
         with library_errors(str(path), "HDF5"):
-            self._file = h5py.File(path, "r")
+            self._file: Any = h5py.File(path, "r")
             name = dataset or self._only_stack(path)
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
                 raise FormatError(f"{path}: no dataset {name!r}; pass file.h5:/path/to/dataset")
@@ -325,15 +333,22 @@ class Hdf5Source(FrameSource):
         return "/" + stacks[0]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Return frames ``[start, stop)``."""
+        """Return frames ``[start, stop)`` (reopens the file after :meth:`close`)."""
+        import h5py
+
         with library_errors(self.label, "HDF5", frame=start):
+            if self._file is None:
+                self._file = h5py.File(self.path, "r")
+                self._data = self._file[self.dataset]
             if self._data.ndim == 2:
                 return np.asarray(self._data[()])[None][start:stop]
             return np.asarray(self._data[start:stop])
 
     def close(self) -> None:
-        """Close the HDF5 file."""
-        self._file.close()
+        """Close the HDF5 file (a later read reopens it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class RsciioSource(FrameSource):

@@ -218,3 +218,15 @@ def test_truncated_ser_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match=r"series_1\.ser: truncated SER"):
         ingest([src], tmp_path / "s.zarr")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_sources_are_read_twice_and_closed_between(tmp_path: Path) -> None:
+    """uint16 inputs are scanned, then written: every reader must reopen after close()."""
+    frames = counts("uint16")
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["frames"] = frames[:20]
+    tifffile.imwrite(tmp_path / "b.tif", frames[20:])
+    out = ingest(
+        [tmp_path / "a.h5", tmp_path / "b.tif"], tmp_path / "s.zarr", pixel_size_A=0.1, frame_rate_hz=40.0
+    )
+    check(out, frames, dtype="uint8")
