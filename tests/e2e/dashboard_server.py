@@ -1,4 +1,4 @@
-"""Start ``lowdose dashboard`` in a subprocess on a free port, drive it with Playwright + Debian's Chromium."""
+"""Run ``lowdose dashboard`` in a subprocess on a free port; helpers to drive it with Chromium."""
 
 from __future__ import annotations
 

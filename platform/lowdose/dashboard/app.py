@@ -22,6 +22,7 @@ from typing import Any
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
 from holoviews import streams
 
 from lowdose.dashboard.data import VERDICT_COLOURS, VIEW_MODES, SeriesView, block_reduce
@@ -29,6 +30,8 @@ from lowdose.errors import LowdoseInputError
 from lowdose.store.catalog import LowdoseCatalog, ProductKind, open_catalog
 
 LOG = logging.getLogger("lowdose.dashboard")
+VIEWER_PX = 440
+"""Width of the frame viewer's plot area in screen pixels."""
 PLAY_INTERVAL_MS = 200
 """Playback period (one frame per tick)."""
 _BROWSER_FIELDS = ("kind", "material", "dose_e_per_px", "frame_rate_hz", "pixel_size_A", "n_frames", "series")
@@ -59,6 +62,12 @@ def _guarded(report: Callable[[str], None], fallback: Callable[[], Any]) -> Call
     return wrap
 
 
+class _Pick(param.Parameterized):
+    """The column position last clicked in the viewer: ``(x_px, y_px, frame)``."""
+
+    value = param.Parameter(default=None)
+
+
 class SeriesPanel:
     """Viewer, time series and history for one :class:`SeriesView`."""
 
@@ -69,14 +78,12 @@ class SeriesPanel:
         for problem in view.problems:
             self.errors.append(_alert(problem, "warning"))
         modes = [m for m in VIEW_MODES if self._mode_available(m)]
-        self.mode = pn.widgets.RadioButtonGroup(
-            name="View", options=modes, value=modes[0], button_type="default"
-        )
+        self.mode = pn.widgets.RadioButtonGroup(label="View", options=modes, value=modes[0])
         self.n_average = pn.widgets.IntInput(
-            name="Frames averaged", value=8, start=1, end=min(n, 512), width=120
+            label="Frames averaged", value=8, start=1, end=min(n, 512), width=120
         )
         self.slider = pn.widgets.IntSlider(
-            name="Frame",
+            label="Frame",
             start=0,
             end=max(n - 1, 1),
             value=0,
@@ -84,33 +91,29 @@ class SeriesPanel:
             css_classes=["ld-slider"],
         )
         self.slider.disabled = n <= 1
-        self.jump = pn.widgets.IntInput(name="Jump to frame", value=0, start=0, end=n - 1, width=140)
-        self.play = pn.widgets.Toggle(
-            name="▶ Play / ❚❚ Pause", value=False, width=150, css_classes=["ld-play"]
+        self.jump = pn.widgets.IntInput(
+            label="Jump to frame", value=0, start=0, end=n - 1, width=140, css_classes=["ld-jump"]
         )
-        self.markers = pn.widgets.Checkbox(name="Column markers", value=view.has_columns)
+        self.play = pn.widgets.Toggle(
+            label="▶ Play / ❚❚ Pause", value=False, width=150, css_classes=["ld-play"]
+        )
+        self.markers = pn.widgets.Checkbox(label="Column markers", value=view.has_columns)
         self.status = pn.pane.Markdown("", css_classes=["ld-status"], sizing_mode="stretch_width")
         fields = view.time_series_fields()
         self.field = pn.widgets.Select(
-            name="Time series", options=fields, value=fields[0] if fields else None
+            label="Time series", options=fields, value=fields[0] if fields else None
         )
         self._callback: Any = None
-        self.picked: tuple[float, float, int] | None = None
-        self.history_stream = streams.Stream.define("Picked", pick=None)()
+        self.pick = _Pick()
 
         self.jump.param.watch(lambda e: setattr(self.slider, "value", int(e.new)), "value")
         self.slider.param.watch(self._on_frame, "value")
         self.play.param.watch(self._on_play, "value")
 
         image = hv.DynamicMap(
-            pn.bind(
-                self._frame_element,
-                frame=self.slider,
-                mode=self.mode,
-                n_avg=self.n_average,
-                markers=self.markers,
-            )
+            pn.bind(self._frame_element, frame=self.slider, mode=self.mode, n_avg=self.n_average)
         )
+        marks = hv.DynamicMap(pn.bind(self._marker_element, frame=self.slider, markers=self.markers))
         self.image_tap = streams.Tap(source=image, x=None, y=None)
         self.image_tap.add_subscriber(self._on_image_tap)
         curve = hv.DynamicMap(pn.bind(self._curve_element, field=self.field))
@@ -119,22 +122,20 @@ class SeriesPanel:
         )
         self.curve_tap = streams.Tap(source=curve, x=None, y=None)
         self.curve_tap.add_subscriber(self._on_curve_tap)
-        history = hv.DynamicMap(
-            pn.bind(self._history_element, frame=self.slider), streams=[self.history_stream]
-        )
+        history = hv.DynamicMap(pn.bind(self._history_element, frame=self.slider, pick=self.pick.param.value))
 
         self.png = pn.widgets.FileDownload(
             callback=self._png,
             filename="frame.png",
             label="Export frame PNG",
-            button_type="primary",
+            color="primary",
             width=170,
         )
         self.csv = pn.widgets.FileDownload(
             callback=lambda: io.BytesIO(self.view.frame_table_csv()),
             filename=f"{view.series}_frames.csv",
             label="Export table CSV",
-            button_type="primary",
+            color="primary",
             width=170,
             css_classes=["ld-csv"],
         )
@@ -145,7 +146,7 @@ class SeriesPanel:
             width=200,
         )
         self._on_frame(None)
-        viewer = pn.pane.HoloViews(image, css_classes=["ld-frame-view"])
+        viewer = pn.pane.HoloViews(image * marks, css_classes=["ld-frame-view"])
         self.layout = pn.Column(
             self.errors,
             pn.Row(self.mode, self.n_average, self.markers),
@@ -182,9 +183,9 @@ class SeriesPanel:
         self.errors.objects = [_alert(message)]
 
     # --- frame viewer ---------------------------------------------------------------------------
-    def _frame_element(self, frame: int, mode: str, n_avg: int, markers: bool) -> hv.Overlay:
-        @_guarded(self._report, lambda: hv.Overlay([hv.Image(np.zeros((2, 2)))]))
-        def render() -> hv.Overlay:
+    def _frame_element(self, frame: int, mode: str, n_avg: int) -> hv.Image:
+        @_guarded(self._report, lambda: hv.Image(np.zeros((2, 2))))
+        def render() -> hv.Image:
             ny, nx = self.view.shape
             image, _ = block_reduce(self.view.image(mode, frame, n_avg))
             opts: dict[str, Any] = {"cmap": "gray", "colorbar": False}
@@ -197,33 +198,44 @@ class SeriesPanel:
                     "colorbar": True,
                     "clipping_colors": {"NaN": "black"},
                 }
-            element = hv.Image(np.flipud(image), bounds=(0, 0, nx, ny), kdims=["x_px", "y_px"]).opts(
+            return hv.Image(np.flipud(image), bounds=(0, 0, nx, ny), kdims=["x_px", "y_px"]).opts(
                 framewise=True,
                 invert_yaxis=True,
-                responsive=True,
-                aspect="equal",
+                frame_width=VIEWER_PX,
+                frame_height=max(64, int(VIEWER_PX * ny / nx)),
                 tools=["tap"],
                 title=f"{self.view.series} — frame {frame} ({mode})",
                 **opts,
             )
-            layers: list[Any] = [element]
-            if markers and self.view.has_columns:
-                cols = self.view.columns_at(frame)
-                data = {"x": cols.x_px + 0.5, "y": cols.y_px + 0.5, "llr": cols.llr, "verdict": cols.verdict}
-                points = hv.Points(data, kdims=["x", "y"], vdims=["llr", "verdict"]).opts(
-                    color="verdict",
-                    cmap=VERDICT_COLOURS,
-                    size=7,
-                    line_color=None,
-                    tools=["hover"],
-                    show_legend=True,
-                )
-                outline = {"x": cols.x_px[cols.surface] + 0.5, "y": cols.y_px[cols.surface] + 0.5}
-                ring = hv.Points(outline, kdims=["x", "y"]).opts(
-                    marker="circle", size=14, fill_alpha=0, line_color="cyan", line_width=1.5
-                )
-                layers += [points, ring]
-            return hv.Overlay(layers).opts(framewise=True)
+
+        return render()
+
+    def _marker_element(self, frame: int, markers: bool) -> hv.Overlay:
+        @_guarded(self._report, lambda: hv.Overlay([hv.Points([]), hv.Points([])]))
+        def render() -> hv.Overlay:
+            cols = self.view.columns_at(frame)
+            show = markers and self.view.has_columns
+            keep = np.ones(cols.x_px.shape, bool) if show else np.zeros(cols.x_px.shape, bool)
+            data = {
+                "x": cols.x_px[keep] + 0.5,
+                "y": cols.y_px[keep] + 0.5,
+                "llr": cols.llr[keep],
+                "verdict": cols.verdict[keep],
+            }
+            points = hv.Points(data, kdims=["x", "y"], vdims=["llr", "verdict"]).opts(
+                color="verdict",
+                cmap=VERDICT_COLOURS,
+                size=7,
+                line_color=None,
+                tools=["hover"],
+                show_legend=True,
+            )
+            rim = keep & cols.surface
+            outline = {"x": cols.x_px[rim] + 0.5, "y": cols.y_px[rim] + 0.5}
+            ring = hv.Points(outline, kdims=["x", "y"]).opts(
+                marker="circle", size=14, fill_alpha=0, line_color="cyan", line_width=1.5
+            )
+            return points * ring
 
         return render()
 
@@ -282,7 +294,7 @@ class SeriesPanel:
     def _on_image_tap(self, x: float | None = None, y: float | None = None) -> None:
         if x is None or y is None or not self.view.has_columns:
             return
-        self.history_stream.event(pick=(float(x) - 0.5, float(y) - 0.5, self.frame))
+        self.pick.value = (float(x) - 0.5, float(y) - 0.5, self.frame)
 
     def _history_element(self, frame: int, pick: tuple[float, float, int] | None = None) -> hv.Overlay:
         @_guarded(self._report, lambda: hv.Overlay([hv.Curve([])]))
@@ -304,12 +316,13 @@ class SeriesPanel:
                 responsive=True,
                 height=220,
                 title=f"LLR of the column near ({x0:.1f}, {y0:.1f}) px",
+                framewise=True,
                 color="gray",
             )
             dots = hv.Points(table, kdims=["frame", "llr"], vdims=["verdict"]).opts(
                 color="verdict", cmap=VERDICT_COLOURS, size=5
             )
-            return line * dots * cursor
+            return (line * dots * cursor).opts(framewise=True)
 
         return render()
 
@@ -321,16 +334,16 @@ class Dashboard:
         self.catalog = catalog
         self._updating = False
         self.search = pn.widgets.TextInput(
-            name="Search (KEY=VALUE, KEY>=V, KEY=LO..HI)", placeholder="dose_e_per_px=0.45", width=320
+            label="Search (KEY=VALUE, KEY>=V, KEY=LO..HI)", placeholder="dose_e_per_px=0.45", width=320
         )
         self.series = pn.widgets.Select(
-            name="Frame series",
+            label="Frame series",
             options=catalog.list(ProductKind.FRAME_SERIES),
             width=260,
             css_classes=["ld-series"],
         )
         self.choices = {
-            kind: pn.widgets.Select(name=kind, options=["", *catalog.list(kind)], width=220)
+            kind: pn.widgets.Select(label=kind, options=["", *catalog.list(kind)], width=220)
             for kind in (ProductKind.DENOISED_SERIES, ProductKind.COLUMN_TABLE, ProductKind.FRAME_TABLE)
         }
         self.table = pn.pane.DataFrame(

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import panel as pn
+import pytest
+
+from lowdose.dashboard.app import SeriesPanel, build_app
+from lowdose.dashboard.data import SeriesView
+from lowdose.store.catalog import open_catalog, register, register_run_outputs
+from tests.catalog_products import write_series_products
+
+
+def _alerts(page: pn.Column) -> list[str]:
+    return [str(obj.object) for obj in page.select(pn.pane.Alert)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, "catalog file not found"),
+        ("version: 2\nentries:\n  x: {reader: 'os:system', kwargs: {args: ['{data(d)}']}}\n", "not allowed"),
+        ("!!python/object/apply:os.system ['true']\n", "not safe plain YAML"),
+    ],
+)
+def test_bad_catalogs_become_an_alert_not_a_traceback(
+    tmp_path: Path, text: str | None, expected: str
+) -> None:
+    path = tmp_path / "cat.yaml"
+    if text is not None:
+        path.write_text(text)
+    alerts = _alerts(build_app(str(path)))
+    assert len(alerts) == 1 and expected in alerts[0] and "cat.yaml" in alerts[0]
+
+
+def test_panel_links_slider_tap_and_status(tmp_path: Path) -> None:
+    products = write_series_products(tmp_path, n_frames=12, size=24)
+    cat = tmp_path / "c.yaml"
+    register(cat, "s", products["series"])
+    register_run_outputs(cat, tmp_path, prefix="s", series="s")
+    page = build_app(str(cat))
+    assert _alerts(page) == []
+    panel = SeriesPanel(SeriesView(open_catalog(cat), "s"))
+    panel.slider.value = 5
+    assert "Frame 5" in panel.status.object and panel.jump.value == 5
+    panel._on_curve_tap(x=8.6, y=0.0)
+    assert panel.slider.value == 9
+    panel.jump.value = 2
+    assert panel.slider.value == 2
+    panel._advance()
+    assert panel.slider.value == 3
+    assert panel._png().getvalue()[:4] == b"\x89PNG"
+    image = panel._frame_element(3, "likelihood map", 4)
+    assert image.data.shape == (24, 24) and "likelihood map" in image.opts.get().kwargs["title"]
+    marks = panel._marker_element(3, True)
+    assert len(marks.Points.I) == len(panel.view.columns_at(3).x_px)
+    assert len(panel._marker_element(3, False).Points.I) == 0
+    panel._on_image_tap(x=5.0, y=5.0)
+    history = panel._history_element(3, panel.pick.value)
+    assert len(history.Curve.I) == 12
+    assert panel.errors.objects == []
