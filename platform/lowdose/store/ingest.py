@@ -262,8 +262,8 @@ def ingest(
         Frames per zarr chunk; default up to 32, fewer for frames so large that a
         chunk would exceed 64 MiB.
     batch_frames
-        Frames read and written per step (a multiple of ``chunk_frames`` keeps writes
-        chunk-aligned); default: as many whole chunks as fit in 64 MiB of source data.
+        Frames read and written per step, rounded up to whole chunks so that writes
+        stay chunk-aligned; default: as many whole chunks as fit in 64 MiB of source data.
     progress
         Show tqdm progress bars.
 
@@ -321,6 +321,7 @@ def ingest(
             chunk = chunk_frames or int(min(32, max(1, CHUNK_TARGET_BYTES // frame_bytes)))
         source_itemsize = max(s.dtype.itemsize for s in sources)
         batch = batch_frames or chunk * max(1, BATCH_TARGET_BYTES // (chunk * frame_bytes * source_itemsize))
+        batch = -(-batch // chunk) * chunk  # whole chunks per append: no read-modify-write of chunks
 
         if resume:
             start = int(attrs["n_frames"])
