@@ -18,6 +18,10 @@ Surface convention (kept consistent with the synthetic ground truth of
 those in the particle's bottom row — the interface with the support, within
 ``interface_tol_A`` of the lowest particle column — which are surface only at the row's
 two ends (the particle's corners). Set ``exclude_interface=False`` for a free particle.
+The default hull is the alpha shape: on clean abTEM images of the five defect classes
+both hulls reproduced the ground truth exactly except for a stepped (``Ds``) particle,
+where the convex hull scored surface F1 0.89 and the alpha shape 0.98, and with a
+denoiser residual of 36 dB PSNR the alpha shape kept surface F1 0.79 against 0.60.
 
 numpy/pandas/pydantic only: never import dask or torch here.
 """
@@ -79,7 +83,8 @@ class AnalysisConfig(LowdoseConfig):
         description="Also require this fraction of the frame's strongest LoG response.",
     )
     hull: Literal["convex", "alpha"] = Field(
-        default="convex", description="Surface hull: convex (paper) or alpha shape."
+        default="alpha",
+        description="Surface hull: alpha shape (authors' code; default) or convex hull (paper's text).",
     )
     alpha_A: float = Field(
         default=2.44, gt=0, description="Alpha-shape circumradius limit, Å (≈ 40 px at 0.061 Å/px)."
