@@ -42,6 +42,7 @@ from lowdose.analysis.columns import (
     choose_polarity,
     detect_columns,
     hull_area_px2,
+    match_columns,
     structure_scores,
     surface_flags,
 )
@@ -333,6 +334,31 @@ def analyze_frame(
     if ground_truth is not None:
         row.update(_scores(xy[in_particle], surface[in_particle], ground_truth, config, pixel_size_A))
     return table, row
+
+
+def match_ground_truth(
+    columns: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    *,
+    pixel_size_A: float,
+    tolerance_A: float = DEFAULT_MATCH_TOLERANCE_A,
+    elements: tuple[str, ...] | None = None,
+) -> npt.NDArray[np.bool_]:
+    """Which detected columns are real: matched one-to-one to a true column within the tolerance.
+
+    The LLR experiment (Fig. 6) needs this split: detections with a true partner are
+    "real", the others "spurious". ``elements`` restricts the true columns (e.g.
+    ``("Pt",)``); by default every true column, support included, can be a partner.
+    """
+    truth = ground_truth
+    if elements is not None and "element" in truth.columns:
+        truth = truth[truth["element"].astype(str).isin(elements)]
+    pred_xy = columns[["x_px", "y_px"]].to_numpy(dtype=np.float64)
+    true_xy = truth[["x_px", "y_px"]].to_numpy(dtype=np.float64)
+    matched, _, _ = match_columns(pred_xy, true_xy, tolerance_A / pixel_size_A)
+    flags = np.zeros(len(pred_xy), dtype=bool)
+    flags[matched[:, 0]] = True
+    return flags
 
 
 def _scores(

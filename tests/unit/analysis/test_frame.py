@@ -122,3 +122,18 @@ def test_bad_frames() -> None:
             pixel_size_A=PIXEL_SIZE_A,
             ground_truth=pd.DataFrame({"x_px": []}),
         )
+
+
+def test_match_ground_truth_splits_real_and_spurious(
+    frame_pair: tuple[np.ndarray, np.ndarray, pd.DataFrame],
+) -> None:
+    from lowdose.analysis.frame import match_ground_truth
+
+    raw, den, truth = frame_pair
+    columns, _ = analyze_frame(raw, den, pixel_size_A=PIXEL_SIZE_A)
+    extra = pd.DataFrame({"x_px": [240.0], "y_px": [10.0]})
+    both = pd.concat([columns[["x_px", "y_px"]], extra], ignore_index=True)
+    real = match_ground_truth(both, truth, pixel_size_A=PIXEL_SIZE_A)
+    assert real[:-1].all() and not real[-1]
+    pt_only = match_ground_truth(both, truth, pixel_size_A=PIXEL_SIZE_A, elements=("Pt",))
+    assert pt_only.sum() == 20
