@@ -39,6 +39,15 @@ _BROWSER_FIELDS = ("kind", "material", "dose_e_per_px", "frame_rate_hz", "pixel_
 hv.extension("bokeh", logo=False)
 
 
+def _legend_html() -> str:
+    """A static legend (Bokeh legends rebuilt on every frame upset BokehJS)."""
+    dots = " ".join(
+        f'<span style="color:{colour}">&#9679;</span> {verdict}'
+        for verdict, colour in VERDICT_COLOURS.items()
+    )
+    return f'{dots} <span style="color:#00bcd4">&#9711;</span> surface column'
+
+
 def _alert(message: str, kind: str = "danger") -> pn.pane.Alert:
     return pn.pane.Alert(message, alert_type=kind, sizing_mode="stretch_width")
 
@@ -149,7 +158,7 @@ class SeriesPanel:
         viewer = pn.pane.HoloViews(image * marks, css_classes=["ld-frame-view"])
         self.layout = pn.Column(
             self.errors,
-            pn.Row(self.mode, self.n_average, self.markers),
+            pn.Row(self.mode, self.n_average, self.markers, pn.pane.HTML(_legend_html())),
             pn.Row(
                 viewer,
                 pn.Column(
@@ -228,7 +237,7 @@ class SeriesPanel:
                 size=7,
                 line_color=None,
                 tools=["hover"],
-                show_legend=True,
+                show_legend=False,
             )
             rim = keep & cols.surface
             outline = {"x": cols.x_px[rim] + 0.5, "y": cols.y_px[rim] + 0.5}
@@ -320,7 +329,7 @@ class SeriesPanel:
                 color="gray",
             )
             dots = hv.Points(table, kdims=["frame", "llr"], vdims=["verdict"]).opts(
-                color="verdict", cmap=VERDICT_COLOURS, size=5
+                color="verdict", cmap=VERDICT_COLOURS, size=5, show_legend=False
             )
             return (line * dots * cursor).opts(framewise=True)
 
