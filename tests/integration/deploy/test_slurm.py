@@ -227,3 +227,44 @@ def test_deploy_batch_script_is_accepted_by_sbatch(slurm):
     )
     assert proc.returncode == 0, proc.stderr
     assert "to start at" in proc.stderr + proc.stdout
+
+
+def test_cluster_up_slurm_until_ctrl_c(slurm, tmp_path):
+    """`lowdose cluster up --cluster slurm -o ...`: options reach the job, a worker joins, Ctrl-C ends it."""
+    import signal
+    import sys
+
+    from distributed import Client
+
+    env = {**child_env(), "SLURM_CONF": slurm["SLURM_CONF"]}
+    options = [
+        "cores=1", "memory=1GB", "processes=1", "queue=debug", "jobs=1", "scheduler_host=127.0.0.1",
+        "walltime=00:05:00", f"log_directory={tmp_path}", "job_script_prologue=[echo up-prologue]",
+        "worker_extra_args=[--host, 127.0.0.1]",
+    ]  # fmt: skip
+    args = [sys.executable, "-m", "lowdose", "cluster", "up", "--cluster", "slurm"]
+    for option in options:
+        args += ["-o", option]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the scheduler is up (or the process dies)
+        assert line.startswith("scheduler: tcp://127.0.0.1:"), line + (
+            proc.stderr.read() if proc.poll() else ""
+        )
+        address = line.split(": ", 1)[1].strip()
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(1, timeout=120)
+            assert len(client.scheduler_info()["workers"]) == 1
+        queue = subprocess.run(
+            [str(_which("squeue")), "-h", "-o", "%j %T"], env=env, capture_output=True, text=True, timeout=20
+        ).stdout
+        assert "RUNNING" in queue
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert "up-prologue" in "".join(p.read_text(errors="replace") for p in tmp_path.glob("*.*"))
