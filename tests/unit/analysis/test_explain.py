@@ -50,3 +50,17 @@ def test_network_with_bias_is_not_linear() -> None:
 def test_bad_pixel() -> None:
     with pytest.raises(LowdoseInputError, match="outside"):
         effective_filter(_bias_free_net(), np.zeros((4, 4)), 4, 0)
+
+
+def test_registry_bias_free_unet_is_exactly_locally_linear() -> None:
+    from lowdose.models.registry import build
+
+    torch.manual_seed(1)
+    model = build("small_unet", base_channels=4, bias_free=True)
+    image = np.random.default_rng(1).poisson(0.45, (32, 32)).astype(np.float32)
+    filt = effective_filter(model, image, 13, 20)
+    with torch.no_grad():
+        model.eval()
+        out = model(torch.tensor(image)[None, None])[0, 0, 13, 20].item()
+    assert out != 0.0
+    assert out == pytest.approx(float((filt * image).sum()), rel=1e-4)
