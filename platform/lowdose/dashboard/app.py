@@ -321,12 +321,16 @@ class SeriesPanel:
                     * cursor
                 )
             x0, y0 = float(table["x_px"].iloc[0]), float(table["y_px"].iloc[0])
+            lo, hi = float(table["llr"].min()), float(table["llr"].max())
+            pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1e-3)
             line = hv.Curve((table["frame"], table["llr"]), "frame", "llr").opts(
                 responsive=True,
                 height=220,
                 title=f"LLR of the column near ({x0:.1f}, {y0:.1f}) px",
                 framewise=True,
                 color="gray",
+                ylim=(lo - pad, hi + pad),
+                xlim=(0, max(self.view.n_frames - 1, 1)),
             )
             dots = hv.Points(table, kdims=["frame", "llr"], vdims=["verdict"]).opts(
                 color="verdict", cmap=VERDICT_COLOURS, size=5, show_legend=False

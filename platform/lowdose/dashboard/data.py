@@ -243,8 +243,9 @@ class SeriesView:
     def column_history(self, x_px: float, y_px: float, frame: int, max_step_px: float = 3.0) -> pd.DataFrame:
         """LLR across frames of the column nearest ``(x_px, y_px)`` in ``frame``.
 
-        Tracks by nearest neighbour: in every frame, the column nearest the picked
-        position (within ``max_step_px``) is taken as the same column. Returns
+        The click snaps to the nearest column of ``frame``; in every frame, the column
+        nearest that position (within ``max_step_px``) is taken as the same column, so
+        a column that drifts further than that drops out of its history. Returns
         ``frame, x_px, y_px, llr, verdict`` (empty without a ColumnTable or nearby column).
         """
         if self._columns is None:
