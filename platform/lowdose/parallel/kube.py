@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lowdose.errors import ConfigError
+from lowdose.errors import ConfigError, LowdoseInputError
 
 if TYPE_CHECKING:
     from lowdose.parallel.cluster import ClusterOptions
@@ -72,4 +72,11 @@ def kubernetes_cluster(options: ClusterOptions) -> Any:
             "--cluster kubernetes needs dask-kubernetes: pip install 'lowdose[cluster]'"
         ) from err
     namespace = extra.pop("namespace", None) or spec["metadata"].get("namespace")
-    return KubeCluster(custom_cluster_spec=spec, namespace=namespace, **extra)
+    try:
+        return KubeCluster(custom_cluster_spec=spec, namespace=namespace, **extra)
+    except ValueError as err:
+        if "credentials" not in str(err):
+            raise
+        raise LowdoseInputError(
+            "--cluster kubernetes: no Kubernetes credentials (set KUBECONFIG or run inside the cluster)"
+        ) from None

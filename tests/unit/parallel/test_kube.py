@@ -48,3 +48,13 @@ def test_backend_needs_a_spec(monkeypatch):
     monkeypatch.delenv(SPEC_ENV, raising=False)
     with pytest.raises(ConfigError, match="DaskCluster spec"):
         kubernetes_cluster(ClusterOptions())
+
+
+def test_backend_without_credentials_is_a_user_error(tmp_path, monkeypatch):
+    from lowdose.errors import LowdoseInputError
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(LowdoseInputError, match="no Kubernetes credentials"):
+        kubernetes_cluster(ClusterOptions(extra={"spec": str(SPEC)}))
