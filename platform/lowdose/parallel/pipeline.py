@@ -212,10 +212,13 @@ def run_pipeline(
     overwrite
         Delete ``config.out`` first instead of resuming.
     """
+    # Inputs are checked (and the model hashed) before any cluster is started.
+    run = _Run(config, model, kernel, overwrite)
     if client is None:
-        from lowdose.parallel.cluster import connect
+        from lowdose.parallel.cluster import connect, resolve_backend_name
 
         c = config.cluster
+        resolve_backend_name(c.name, c.scheduler)
         with connect(
             c.name,
             scheduler=c.scheduler,
@@ -225,8 +228,8 @@ def run_pipeline(
             processes=c.processes,
             quiet=not config.progress,
         ) as started:
-            return run_pipeline(config, started, model=model, kernel=kernel, overwrite=overwrite)
-    return _Run(config, client, model, kernel, overwrite).execute()
+            return run.execute(started)
+    return run.execute(client)
 
 
 class _Run:
@@ -235,14 +238,13 @@ class _Run:
     def __init__(
         self,
         config: PipelineConfig,
-        client: Client,
         model: Any,
         kernel: AnalyzeKernel | None,
         overwrite: bool,
     ) -> None:
         from lowdose.store.series import open_series
 
-        self.config, self.client, self.kernel = config, client, kernel
+        self.config, self.kernel = config, kernel
         self.out = Path(config.out)
         if overwrite and self.out.exists():
             import shutil
@@ -366,9 +368,11 @@ class _Run:
             progress.commit_manifest(manifest)
         return progress.done_chunks()
 
-    def execute(self) -> PipelineResult:
+    def execute(self, client: Client) -> PipelineResult:
+        """Run the chunks not done yet on ``client``; assemble tables; register outputs."""
         import dask
 
+        self.client = client
         c = self.config
         t0 = time.perf_counter()
         denoise, analyze = "denoise" in c.stages, "analyze" in c.stages

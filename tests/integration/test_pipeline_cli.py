@@ -1,0 +1,82 @@
+"""`lowdose denoise`, `lowdose analyze` and `lowdose run` in-process, on a scheduler given by address."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lowdose.cli import app
+from lowdose.models.artefact import save_artefact
+from lowdose.models.registry import build
+from lowdose.parallel.outputs import open_denoised, read_table
+from tests.unit.parallel.tiny import write_series
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    series = write_series(root / "s.zarr", n_frames=6, shape=(64, 64), chunk_frames=3, with_truth=True)
+    config = {"base_channels": 4, "scales": 1, "unshuffle": 2}
+    model = save_artefact(
+        root / "model", build("compact", **config).eval(), name="compact", model_config=config
+    )
+    return root, series, model
+
+
+def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path):
+    _, series, model = inputs
+    common = ["--scheduler", scheduler, "--quiet", "--no-catalog"]
+    out = tmp_path / "two-step"
+    result = runner.invoke(app, ["denoise", str(series), "--out", str(out), "--model", str(model), *common])
+    assert result.exit_code == 0, result.output
+    den = out / "denoised.zarr"
+    assert open_denoised(den)["denoised"].shape == (6, 64, 64)
+    result = runner.invoke(
+        app,
+        ["analyze", str(series), "--denoised", str(den), "--out", str(out), "--time-average", "3", *common],
+    )
+    assert result.exit_code == 0, result.output
+    assert "6 frames in 2 chunks" in result.output
+
+    pipeline = tmp_path / "run.yaml"
+    pipeline.write_text(yaml.safe_dump({"series": str(series), "out": "one-step", "model": str(model)}))
+    result = runner.invoke(app, ["run", str(pipeline), *common])
+    assert result.exit_code == 0, result.output
+    one = tmp_path / "one-step"  # relative paths in the YAML are relative to the YAML file
+    np.testing.assert_array_equal(
+        open_denoised(den)["denoised"].values, open_denoised(one / "denoised.zarr")["denoised"].values
+    )
+    for table in ("columns.parquet", "frames.parquet"):
+        pd.testing.assert_frame_equal(read_table(out / table), read_table(one / table))
+    frames = read_table(out / "frames.parquet")
+    assert {"surface_f1", "bulk_f1", "mean_llr"} <= set(frames.columns)
+    assert len(read_table(out / "frames_avg3.parquet")) == 2
+
+
+def test_bad_inputs_are_one_line_errors(inputs, tmp_path):
+    _, series, _ = inputs
+    from lowdose.errors import LowdoseInputError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("series: s.zarr\nout: o\nbogus: 1\n")
+    result = runner.invoke(app, ["run", str(bad)])
+    assert isinstance(result.exception, LowdoseInputError) and "bogus" in str(result.exception)
+    result = runner.invoke(app, ["denoise", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, LowdoseInputError)
+    result = runner.invoke(
+        app, ["denoise", str(series), "--out", str(tmp_path / "o"), "--cluster", "nope", "--model", "x"]
+    )
+    assert isinstance(result.exception, LowdoseInputError)
