@@ -57,3 +57,23 @@ def test_panel_links_slider_tap_and_status(tmp_path: Path) -> None:
     history = panel._history_element(3, panel.pick.value)
     assert len(history.Curve.I) == 12
     assert panel.errors.objects == []
+
+
+def test_cli_argument_parsers(tmp_path: Path) -> None:
+    from lowdose.cli.catalog import parse_criterion
+    from lowdose.cli.dashboard import parse_basic_auth
+    from lowdose.errors import LowdoseInputError
+
+    assert parse_basic_auth("ann:s3:cret") == {"ann": "s3:cret"}
+    users = tmp_path / "users.json"
+    users.write_text('{"ann": "x"}')
+    assert parse_basic_auth(str(users)) == str(users.resolve())
+    assert parse_basic_auth(None) is None
+    with pytest.raises(LowdoseInputError, match="USER:PASS"):
+        parse_basic_auth("nopass")
+    assert parse_criterion("dose_e_per_px=0.45") == ("dose_e_per_px", "0.45")
+    assert parse_criterion("frame_rate_hz>=40") == ("frame_rate_hz", ("40", None))
+    assert parse_criterion("defocus_nm<=5") == ("defocus_nm", (None, "5"))
+    assert parse_criterion("n_frames=10..20") == ("n_frames", ("10", "20"))
+    with pytest.raises(LowdoseInputError, match="KEY=VALUE"):
+        parse_criterion("nonsense")
