@@ -115,6 +115,9 @@ def _model_metadata(path: Path) -> dict[str, Any]:
                 value = value.get("name", value.get("kind"))
             if value is not None:
                 meta[key] = _jsonable(value)
+        weights_card = config.get("weights")
+        if isinstance(weights_card, dict) and weights_card.get("sha256"):
+            meta["model_sha256"] = str(weights_card["sha256"])
     weights = sorted(p.name for p in yaml_path.parent.glob("*.safetensors"))
     meta["weights"] = weights
     return meta
