@@ -382,11 +382,11 @@ class _Run:
             self._prepare_analysis("analyze", model_sha) if analyze else set(range(len(self.starts)))
         )
         denoised = self._denoised_source()
-        written = None
+        written_blocks = None
         if denoise and denoise_done:
-            written = outputs.open_denoised(self.out / outputs.DENOISED_NAME)["denoised"].data.rechunk(
-                self.counts.chunks
-            )
+            # Chunks denoised by an earlier run are read back, not recomputed.
+            written = outputs.open_denoised(self.out / outputs.DENOISED_NAME)["denoised"].data
+            written_blocks = written.rechunk(self.counts.chunks).to_delayed().ravel()
         count_blocks = self.counts.to_delayed().ravel()
         den_blocks = denoised.to_delayed().ravel()
         tasks = []
@@ -396,8 +396,8 @@ class _Run:
             if not (need_denoise or need_analyze):
                 continue
             den_block = den_blocks[chunk]
-            if not need_denoise and written is not None:
-                den_block = written.to_delayed().ravel()[chunk]
+            if not need_denoise and written_blocks is not None:
+                den_block = written_blocks[chunk]
             stop = min(start + self.chunk_frames, self.n_frames)
             tasks.append(
                 dask.delayed(_chunk_task, pure=False)(
