@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         from lowdose.config import load_config
         from lowdose.errors import ConfigError
         from lowdose.parallel.cluster import connect
-        from lowdose.parallel.simulate import run_grid
+        from lowdose.parallel.simulate import prepare_store, run_grid
         from lowdose.physics.grid import SimulationGridConfig, load_preset
 
         if (config_path is None) == (preset is None):
@@ -35,10 +35,14 @@ def register(app: typer.Typer) -> None:
         else:
             assert config_path is not None
             config = load_config(SimulationGridConfig, config_path)
-        with connect(
-            scheduler=scheduler, n_workers=workers, memory_limit=memory_limit, quiet=quiet
-        ) as client:
-            summary = run_grid(config, out, client, progress=not quiet)
+        _, todo = prepare_store(config, out)
+        if todo:
+            with connect(
+                scheduler=scheduler, n_workers=workers, memory_limit=memory_limit, quiet=quiet
+            ) as client:
+                summary = run_grid(config, out, client, progress=not quiet)
+        else:  # nothing left: no cluster needed
+            summary = run_grid(config, out, None, progress=not quiet)
         typer.echo(
             f"{summary.path}: {summary.n_written} images written, {summary.n_skipped} already done, "
             f"{summary.seconds:.1f} s ({summary.images_per_hour:.0f} images/hour)"

@@ -104,7 +104,7 @@ def _kernel(job: StructureJob, config: SimulationGridConfig) -> tuple[int, Any]:
 def run_grid(
     config: SimulationGridConfig,
     out: str | Path,
-    client: Client,
+    client: Client | None,
     *,
     progress: bool = True,
     max_structures: int | None = None,
@@ -118,7 +118,8 @@ def run_grid(
     out
         The SimulationSet store (created if missing, resumed if present).
     client
-        A connected Dask client (see :func:`lowdose.parallel.cluster.connect`).
+        A connected Dask client (see :func:`lowdose.parallel.cluster.connect`);
+        may be None only when nothing is left to do (see :func:`prepare_store`).
     progress
         Show a tqdm progress bar over images.
     max_structures
@@ -136,12 +137,16 @@ def run_grid(
     n_images = sum(j.n_images for j in jobs)
     skipped = n_images - sum(j.n_images for j in todo)
     written = 0
+    if todo and client is None:
+        raise ValueError("run_grid needs a Dask client: structures remain to be simulated")
     bar = tqdm(total=n_images, initial=skipped, unit="img", desc="simulate", disable=not progress)
-    futures = client.map(
-        _kernel, todo, config=config, key=[f"simulate-{out.name}-{j.model_id}" for j in todo]
+    futures = (
+        []
+        if client is None or not todo
+        else client.map(_kernel, todo, config=config, key=[f"simulate-{out.name}-{j.model_id}" for j in todo])
     )
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures) if futures else []:
             model_id, stack = future.result()
             job = by_id[model_id]
             sims.write_images(out, job.first_image, stack.images, stack.contrast, stack.columns, model_id)
@@ -152,7 +157,8 @@ def run_grid(
         bar.close()
         for f in futures:
             f.cancel()
-    if bool(np.all(sims.done_images(out))):
+    gt_path = sims.schema.ground_truth_path(out)
+    if bool(np.all(sims.done_images(out))) and (written or not gt_path.exists()):
         sims.finalize_ground_truth(out)
     return SimulateSummary(
         path=out, n_images=n_images, n_written=written, n_skipped=skipped, seconds=time.perf_counter() - start

@@ -118,6 +118,15 @@ def simulate_series(
         raise StoreError(f"--size {spec.size_px}: expected 16..{n_cell - 16} pixels (the 5 nm model)")
     if spec.n_frames < 1:
         raise StoreError(f"--frames {spec.n_frames}: expected at least 1 frame")
+    if out.exists():
+        found = series_attrs(out)
+        if found.get("synthetic_seed") != spec.seed or found.get("synthetic_n_frames") != spec.n_frames:
+            raise StoreError(
+                f"{out}: exists and was made from a different synthetic spec; choose another --out"
+            )
+        if int(found.get("n_frames", 0)) == spec.n_frames and schema.ground_truth_path(out).exists():
+            n_states = len(found.get("state_events", []))
+            return SeriesSummary(out, spec.n_frames, 0, n_states, time.perf_counter() - start)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x5E41E5]))
     configs, stacks, pixel = _render_states(spec, rng, progress)
     schedule = dynamics.dwell_schedule(spec.n_frames, len(configs), rng)
@@ -135,12 +144,7 @@ def simulate_series(
     }
     done = 0
     if out.exists():
-        found = series_attrs(out)
-        if found.get("synthetic_seed") != spec.seed or found.get("synthetic_n_frames") != spec.n_frames:
-            raise StoreError(
-                f"{out}: exists and was made from a different synthetic spec; choose another --out"
-            )
-        done = int(found.get("n_frames", 0))
+        done = int(series_attrs(out).get("n_frames", 0))
     else:
         create_frame_series(
             out,
