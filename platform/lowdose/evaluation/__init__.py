@@ -1,0 +1,1 @@
+"""Experiments and reports that reproduce and extend the paper (figures, contact sheets, tables)."""
