@@ -56,17 +56,21 @@ def dashboard_server(catalog: Path, log: Path, *extra: str) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=catalog.parent)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 90
+        # poll the TCP port, not a page: every GET / builds a session, and timed-out
+        # retries would pile sessions onto a loaded server
+        deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"dashboard exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"dashboard did not answer on {url}:\n{log.read_text()}") from None
+                    raise RuntimeError(f"dashboard did not listen on {url}:\n{log.read_text()}") from None
                 time.sleep(0.3)
+        with urllib.request.urlopen(url, timeout=120) as response:
+            assert response.status == 200, response.status
         yield url
     finally:
         proc.terminate()
