@@ -46,6 +46,21 @@ class _PeakMemory:
                 continue
         return total
 
+    @staticmethod
+    def cpu_seconds() -> float:
+        """User + system CPU seconds used so far by this process and its live children."""
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        total = 0.0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak_bytes = max(self.peak_bytes, self._sample())
@@ -81,8 +96,8 @@ def bare_loop(
 ) -> dict[str, float]:
     """Denoise and analyse frames one by one in this process on one thread (the baseline).
 
-    Returns ``{"frames": n, "elapsed_s": t, "frames_per_s": n / t}``; the model
-    load is not timed.
+    Returns ``{"frames", "elapsed_s", "frames_per_s", "cpu_s"}``; the model load
+    is not timed.
     """
     import torch
 
@@ -100,15 +115,15 @@ def bare_loop(
     torch.set_num_threads(1)
     try:
         handle.load("cpu")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for f in range(total):
             raw = np.asarray(ds["counts"][f].values)
             den = denoise_frames(raw, handle, device="cpu", batch_frames=1)
             analyze_frame(raw, den, pixel_size_A=pixel_size_A, frame=f, config=config)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         torch.set_num_threads(previous)
-    return {"frames": float(total), "elapsed_s": elapsed, "frames_per_s": total / elapsed}
+    return {"frames": float(total), "elapsed_s": elapsed, "frames_per_s": total / elapsed, "cpu_s": cpu}
 
 
 def llr_separation(
@@ -208,7 +223,9 @@ def pipeline_benchmark(
     -------
     dict
         ``pipeline_frames_per_s``, ``baseline_frames_per_s``, ``speedup``,
-        ``n_cores``, ``ratio_per_core`` (speedup / cores used), ``peak_memory_MB``
+        ``n_cores``, ``ratio_per_core`` (speedup / cores used), CPU seconds per
+        frame of both and ``cpu_efficiency`` (their ratio; robust on a shared
+        machine, where wall-clock rates are not), ``peak_memory_MB``
         (this process + its local workers), ``median_surface_f1``,
         ``median_bulk_f1`` (and precision/recall), the LLR separation of
         :func:`llr_separation`, and the run's shape and model identity.
@@ -258,8 +275,10 @@ def pipeline_benchmark(
             for address in workers
         ]
         client.gather(warm)
+        cpu_before = _PeakMemory.cpu_seconds()
         with _PeakMemory() as memory:
             result = run_pipeline(config, client, model=handle, overwrite=True)
+        cpu_pipeline = _PeakMemory.cpu_seconds() - cpu_before
     report: dict[str, Any] = {
         "n_frames": result.n_frames,
         "frame_shape": list(ds["counts"].shape[1:]),
@@ -270,12 +289,16 @@ def pipeline_benchmark(
         "pipeline_elapsed_s": result.elapsed_s,
         "pipeline_frames_per_s": result.n_frames / result.elapsed_s,
         "peak_memory_MB": memory.peak_bytes / 2**20,
+        "pipeline_cpu_s_per_frame": cpu_pipeline / result.n_frames,
     }
     base = bare_loop(series, handle, n_frames=baseline_frames, analysis=analysis)
     report["baseline_frames"] = int(base["frames"])
     report["baseline_frames_per_s"] = base["frames_per_s"]
     report["speedup"] = report["pipeline_frames_per_s"] / base["frames_per_s"]
     report["ratio_per_core"] = report["speedup"] / n_cores
+    report["baseline_cpu_s_per_frame"] = base["cpu_s"] / base["frames"]
+    # CPU seconds per frame do not depend on what else runs on the machine; wall-clock rates do.
+    report["cpu_efficiency"] = report["baseline_cpu_s_per_frame"] / report["pipeline_cpu_s_per_frame"]
 
     frames = read_table(Path(out) / "frames.parquet")
     for name in (

@@ -39,7 +39,13 @@ def test_benchmark_reports_throughput_and_scores(tmp_path):
         baseline_frames=2,
     )
     assert report["n_frames"] == 8 and report["n_cores"] == 1
-    for key in ("pipeline_frames_per_s", "baseline_frames_per_s", "speedup", "peak_memory_MB"):
+    for key in (
+        "pipeline_frames_per_s",
+        "baseline_frames_per_s",
+        "speedup",
+        "peak_memory_MB",
+        "cpu_efficiency",
+    ):
         assert math.isfinite(report[key]) and report[key] > 0
     assert 0.0 <= report["median_surface_f1"] <= 1.0
     assert "frac_real_llr_above_threshold" in report
