@@ -316,5 +316,11 @@ def pipeline_benchmark(
         if truth.empty:
             raise LowdoseInputError(f"{series}: the ground-truth table is empty")
         columns = read_table(Path(out) / "columns.parquet")
-        report.update(llr_separation(columns, truth, pixel_size_A=float(ds.attrs["pixel_size_A"])))
+        pixel_size_A = float(ds.attrs["pixel_size_A"])
+        report.update(llr_separation(columns, truth, pixel_size_A=pixel_size_A))
+        if "element" in truth.columns:
+            # The same on the particle alone: Pt columns and detections inside their box.
+            pt = truth[truth["element"].astype(str) == "Pt"]
+            pt_only = llr_separation(columns, pt, pixel_size_A=pixel_size_A)
+            report.update({f"{key}_pt": value for key, value in pt_only.items()})
     return report
