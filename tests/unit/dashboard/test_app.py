@@ -61,7 +61,7 @@ def test_panel_links_slider_tap_and_status(tmp_path: Path) -> None:
 
 def test_cli_argument_parsers(tmp_path: Path) -> None:
     from lowdose.cli.catalog import parse_criterion
-    from lowdose.cli.dashboard import parse_basic_auth
+    from lowdose.dashboard.serve import parse_basic_auth
     from lowdose.errors import LowdoseInputError
 
     assert parse_basic_auth("ann:s3:cret") == {"ann": "s3:cret"}
