@@ -57,3 +57,11 @@ def test_registered_backend_is_used_and_closed(capsys, monkeypatch):
     assert started[0].n_workers == 3 and started[0].extra == {"queue": "short"}
     assert "dashboard" in capsys.readouterr().out
     assert client.status == "closed"
+
+
+def test_local_process_workers_get_the_malloc_environment():
+    import os
+
+    with connect("local", n_workers=1, threads_per_worker=1, processes=True, quiet=True) as client:
+        found = client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+    assert list(found.values()) == [str(cluster.MALLOC_MMAP_THRESHOLD_BYTES)]
