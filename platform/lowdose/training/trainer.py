@@ -1,0 +1,349 @@
+"""The training loop: Adam + L2, lr halved on validation plateaus, early stopping, exact resume.
+
+Deterministic given the config's seed: the model is initialised from it, every
+batch is a pure function of (seed, step) (see :mod:`lowdose.training.sampler`)
+and validation uses fixed patches with fixed noise. Checkpoints hold model,
+optimiser, scheduler and early-stopping state, so ``resume=True`` continues with
+the same losses an uninterrupted run would have produced. Under
+``torch.distributed`` (set up by :func:`train` with ``world_size > 1``) the model is
+wrapped in DDP, each rank streams its own slice of every global batch, and rank 0
+validates, logs and writes. torch/numpy only; never imports dask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lowdose.config import save_config
+from lowdose.models.registry import build
+from lowdose.training.checkpoint import load_checkpoint, save_checkpoint
+from lowdose.training.config import TrainingConfig
+from lowdose.training.data import DataSplits, resolve_splits
+from lowdose.training.sampler import Augmentation, PatchSampler, validation_patches
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a finished (or early-stopped) run produced."""
+
+    out_dir: Path
+    steps: int
+    best_validation_psnr_db: float
+    best_step: int
+    stopped_early: bool
+    artefact: Path | None
+    rank: int = 0
+    final_state_sha256: str = ""
+    """SHA-256 of the final (last-step) weights on this rank: equal on every DDP rank."""
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from lowdose.errors import ConfigError
+
+        raise ConfigError("device: 'cuda' requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def psnr_db(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB with data range 1.0 count (estimate clipped to [0, 1])."""
+    mse = (estimate.clamp(0.0, 1.0) - reference).pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, device: torch.device, chunk: int = 2
+) -> float:
+    """Mean PSNR (dB) of ``model`` over fixed validation patches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for start in range(0, noisy.shape[0], chunk):
+            estimate = model(noisy[start : start + chunk].to(device)).float()
+            scores.append(psnr_db(estimate, clean[start : start + chunk].to(device)).cpu())
+    finally:
+        model.train(was_training)
+    return float(torch.cat(scores).mean())
+
+
+class _Log:
+    """JSON-lines log that can be truncated back to a checkpoint on resume."""
+
+    def __init__(self, path: Path, keep_lines: int | None) -> None:
+        self.path = path
+        lines = path.read_text().splitlines() if path.exists() else []
+        if keep_lines is not None:
+            lines = lines[:keep_lines]
+        elif lines:
+            lines = []
+        path.write_text("".join(line + "\n" for line in lines))
+        self.lines = len(lines)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.lines += 1
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, nn.Module)
+    return inner
+
+
+def train(
+    config: TrainingConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    init_method: str | None = None,
+    progress: bool = True,
+    write_artefact: bool = True,
+    config_path: str | None = None,
+) -> TrainingResult:
+    """Train ``config.model`` on ``config.data``; write checkpoints, log and artefact to ``out_dir``.
+
+    Parameters
+    ----------
+    config
+        The run.
+    out_dir
+        Output directory: ``config.yaml``, ``log.jsonl``, ``checkpoint/``,
+        ``best.safetensors`` and the final artefact in ``model/``.
+    resume
+        Continue from ``out_dir/checkpoint`` (exactly: same subsequent losses).
+    rank, world_size, init_method
+        Distributed data parallel: this process's rank, the number of ranks and
+        the ``torch.distributed`` rendezvous (``tcp://host:port``).
+    progress
+        Show a tqdm bar with loss / validation PSNR / lr (rank 0 only).
+    write_artefact
+        Write the final model artefact (rank 0 only).
+    config_path
+        Where the config came from, for the reproduce commands in the model card.
+    """
+    out_dir = Path(out_dir)
+    torch.set_num_threads(config.torch_threads)
+    device = select_device(config.device)
+    distributed = world_size > 1
+    if distributed and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    try:
+        return _train(
+            config, out_dir, resume, rank, world_size, device, progress, write_artefact, config_path
+        )
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    config: TrainingConfig,
+    out_dir: Path,
+    resume: bool,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    progress: bool,
+    write_artefact: bool,
+    config_path: str | None,
+) -> TrainingResult:
+    from tqdm.auto import tqdm
+
+    lead = rank == 0
+    splits: DataSplits = resolve_splits(
+        config.data, config.selection, config.split_fractions, config.split_seed
+    )
+    dose_scale = config.dose_e_per_px / splits.store_dose_e_per_px
+    torch.manual_seed(config.seed)
+    model = build(config.model, **config.model_options).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
+    )
+    state: dict[str, Any] = {"step": 0, "best_psnr_db": -math.inf, "best_step": 0, "bad_validations": 0}
+    checkpoint_dir = out_dir / "checkpoint"
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        state = load_checkpoint(checkpoint_dir, model, optimizer)
+        scheduler.load_state_dict(state.pop("scheduler"))
+    elif lead:
+        save_config(config, out_dir / "config.yaml")
+    log = _Log(out_dir / "log.jsonl", state.get("log_lines") if resume else None) if lead else None
+    train_model: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    sampler = PatchSampler(
+        config.data,
+        splits.train,
+        config.patch_size,
+        config.batch_size,
+        dose_scale,
+        config.seed,
+        Augmentation(config.flips, config.rotation_deg, (config.scale_range[0], config.scale_range[1])),
+        rank=rank,
+        world_size=world_size,
+        prefetch=config.prefetch,
+        threads=config.loader_threads,
+    )
+    val_noisy, val_clean = (
+        validation_patches(
+            config.data,
+            splits.validation,
+            config.validation_patches,
+            config.validation_patch_size,
+            dose_scale,
+            config.seed,
+        )
+        if lead
+        else (torch.empty(0), torch.empty(0))
+    )
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start = int(state["step"])
+    bar = tqdm(total=config.steps, initial=start, disable=not (progress and lead), desc="train", unit="step")
+    stopped_early = False
+    last_psnr = float("nan")
+    step = start
+    started = time.perf_counter()
+    try:
+        for step, noisy, clean in sampler.iterate(start, config.steps):
+            noisy, clean = noisy.to(device, non_blocking=True), clean.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss = F.mse_loss(train_model(noisy).float(), clean)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            done = step + 1
+            loss_value = float(loss.detach())
+            record: dict[str, Any] = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+            stop = False
+            if done % config.validate_every == 0 or done == config.steps:
+                psnr = torch.tensor(validate(model, val_noisy, val_clean, device) if lead else 0.0)
+                if world_size > 1:
+                    dist.broadcast(psnr, src=0)
+                last_psnr = float(psnr)
+                scheduler.step(last_psnr)
+                record["val_psnr_db"] = last_psnr
+                if last_psnr > state["best_psnr_db"]:
+                    state.update(best_psnr_db=last_psnr, best_step=done, bad_validations=0)
+                    if lead:
+                        _save_weights(model, out_dir / "best.safetensors")
+                else:
+                    state["bad_validations"] += 1
+                stop = state["bad_validations"] >= config.early_stopping_patience
+            record["elapsed_s"] = round(time.perf_counter() - started, 3)
+            if log is not None:
+                log.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4g}", psnr=f"{last_psnr:.2f}", lr=f"{record['lr']:.2g}")
+            state["step"] = done
+            if done % config.checkpoint_every == 0 or done == config.steps or stop:
+                _checkpoint(lead, checkpoint_dir, model, optimizer, scheduler, state, log)
+            if stop:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+    if world_size > 1:
+        dist.barrier()
+    final_sha = _state_sha256(model)
+    artefact = None
+    if lead and write_artefact and (out_dir / "best.safetensors").exists():
+        from safetensors.torch import load_file
+
+        from lowdose.models.artefact import save_artefact
+
+        model.load_state_dict(load_file(str(out_dir / "best.safetensors")))
+        artefact = save_artefact(
+            out_dir / "model",
+            model.cpu(),
+            name=config.model,
+            model_config=config.model_options,
+            training={
+                "config": config.model_dump(mode="json"),
+                "dataset_sha256": splits.dataset_sha256,
+                "steps": int(state["step"]),
+                "best_step": int(state["best_step"]),
+                "stopped_early": stopped_early,
+                "validation_psnr_db": float(state["best_psnr_db"]),
+                "validation": f"{config.validation_patches} fixed {config.validation_patch_size}² patches "
+                f"of the validation structures at {config.dose_e_per_px} e/px, output clipped to [0, 1]",
+                "world_size": world_size,
+                "split_images": {
+                    "train": len(splits.train),
+                    "validation": len(splits.validation),
+                    "test": len(splits.test),
+                },
+            },
+            reproduce=[f"lowdose train {config_path or out_dir / 'config.yaml'} --out {out_dir}"],
+        )
+    return TrainingResult(
+        rank=rank,
+        final_state_sha256=final_sha,
+        out_dir=out_dir,
+        steps=int(state["step"]),
+        best_validation_psnr_db=float(state["best_psnr_db"]),
+        best_step=int(state["best_step"]),
+        stopped_early=stopped_early,
+        artefact=artefact,
+    )
+
+
+def _state_sha256(model: nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _checkpoint(
+    lead: bool,
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+    state: dict[str, Any],
+    log: _Log | None,
+) -> None:
+    if not lead:
+        return
+    payload = {**state, "scheduler": scheduler.state_dict(), "log_lines": log.lines if log else 0}
+    save_checkpoint(directory, model, optimizer, payload)

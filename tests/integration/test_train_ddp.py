@@ -1,0 +1,58 @@
+"""DDP across Dask workers: ranks stay identical and match a single process with the same global batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lowdose.training.config import TrainingConfig
+from lowdose.training.trainer import train
+from tests.unit.training.synthetic_store import write_synthetic_set
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_worker_ddp_equals_single_process(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    from lowdose.parallel.train import run_ranks
+
+    store = write_synthetic_set(tmp_path / "set.zarr", n_structures=6, defoci=2, size=64)
+    config = TrainingConfig.model_validate(
+        {
+            "data": str(store),
+            "split_fractions": (0.5, 0.25, 0.25),
+            "model": "compact",
+            "model_options": {"unshuffle": 2, "scales": 2, "base_channels": 4, "max_channels": 8},
+            "patch_size": 32,
+            "batch_size": 4,
+            "steps": 3,
+            "validate_every": 2,
+            "validation_patches": 2,
+            "validation_patch_size": 32,
+            "checkpoint_every": 3,
+            "torch_threads": 1,
+            "loader_threads": 1,
+            "prefetch": 1,
+        }
+    )
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        results = run_ranks(client, config, tmp_path / "ddp", write_artefact=False)
+    assert [r.rank for r in results] == [0, 1]
+    assert results[0].final_state_sha256 == results[1].final_state_sha256
+    single = train(config, tmp_path / "single", progress=False, write_artefact=False)
+    ddp_state = load_file(str(tmp_path / "ddp" / "checkpoint" / "model.safetensors"))
+    single_state = load_file(str(tmp_path / "single" / "checkpoint" / "model.safetensors"))
+    assert ddp_state.keys() == single_state.keys()
+    for key in ddp_state:
+        torch.testing.assert_close(ddp_state[key], single_state[key], rtol=1e-4, atol=1e-6)
+    assert results[0].steps == single.steps == 3
+    assert single.final_state_sha256 != ""

@@ -1,0 +1,98 @@
+"""Streaming: training on a store several times larger than the memory bound stays within it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from lowdose.store import schema
+from tests.unit.training.synthetic_store import OPTICS
+
+pytestmark = pytest.mark.slow
+
+N_IMAGES = 60
+SIZE = 1024
+MEMORY_BOUND_MB = 60
+
+SCRIPT = r"""
+import json, resource, sys
+import psutil, torch, xarray, zarr, scipy.ndimage, tqdm  # everything train() imports lazily
+import lowdose.store.simulation_set
+from lowdose.training.config import TrainingConfig
+from lowdose.training.trainer import train
+torch.set_num_threads(1)
+config = TrainingConfig.model_validate(json.loads(sys.argv[1]))
+baseline = psutil.Process().memory_info().rss
+result = train(config, sys.argv[2], progress=False, write_artefact=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"baseline": baseline, "peak": peak, "steps": result.steps}))
+"""
+
+
+def _big_store(path: Path) -> Path:
+    tile = (0.45 + 0.05 * np.sin(np.arange(64) / 5.0)[:, None] * np.cos(np.arange(64) / 7.0)[None, :]).astype(
+        np.float32
+    )
+    image = np.tile(tile, (SIZE // 64, SIZE // 64))
+    n = N_IMAGES
+    ds = xr.Dataset(
+        {
+            "clean": (("image", "y", "x"), np.broadcast_to(image, (n, SIZE, SIZE))),
+            "done": (("image",), np.ones(n, dtype=np.uint8)),
+        },
+        coords={
+            "image": np.arange(n),
+            **{c: ("image", np.zeros(n)) for c in ("defocus_nm", "tilt_x_deg", "tilt_y_deg")},
+            "support_thickness_nm": ("image", np.full(n, 3.0)),
+            "particle": ("image", np.array(["PtNp1"] * n, dtype=object)),
+            "defect": ("image", np.array(["D0"] * n, dtype=object)),
+            "contrast": ("image", np.array(["white"] * n, dtype=object)),
+            "model_id": ("image", np.arange(n)),
+        },
+        attrs=dict(OPTICS),
+    )
+    ds = schema.stamp(ds, schema.Layout.SIMULATION_SET)
+    ds.to_zarr(
+        path, mode="w", zarr_format=3, consolidated=False, encoding={"clean": {"chunks": (1, SIZE, SIZE)}}
+    )
+    return path
+
+
+def test_peak_memory_stays_within_bound_on_a_larger_store(tmp_path: Path) -> None:
+    store = _big_store(tmp_path / "big.zarr")
+    store_mb = N_IMAGES * SIZE * SIZE * 4 / 2**20
+    assert store_mb >= 4 * MEMORY_BOUND_MB
+    config = {
+        "data": str(store),
+        "split_fractions": [0.8, 0.1, 0.1],
+        "model": "compact",
+        "model_options": {"unshuffle": 2, "scales": 2, "base_channels": 4, "max_channels": 8},
+        "patch_size": 64,
+        "batch_size": 8,
+        "steps": 8,
+        "validate_every": 8,
+        "validation_patches": 2,
+        "validation_patch_size": 64,
+        "checkpoint_every": 8,
+        "torch_threads": 1,
+        "loader_threads": 2,
+        "prefetch": 2,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(config), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 8
+    grown_mb = (report["peak"] - report["baseline"]) / 2**20
+    # 64 images were sampled from (8 steps × 8), i.e. most of the store was touched.
+    assert grown_mb < MEMORY_BOUND_MB, f"peak RSS grew by {grown_mb:.0f} MB on a {store_mb:.0f} MB store"

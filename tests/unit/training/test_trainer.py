@@ -1,0 +1,99 @@
+"""Trainer: exact resume, checkpoints without pickles, log, early stopping, config kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lowdose.config import config_class, load_config
+from lowdose.errors import ConfigError, LowdoseInputError
+from lowdose.training.config import TrainingConfig
+from lowdose.training.trainer import train
+from tests.unit.training.synthetic_store import write_synthetic_set
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_set(tmp_path_factory.mktemp("sim") / "set.zarr", n_structures=6, defoci=2, size=64)
+
+
+def _config(store: Path, **overrides: object) -> TrainingConfig:
+    base: dict[str, object] = {
+        "data": str(store),
+        "split_fractions": (0.5, 0.25, 0.25),
+        "model": "compact",
+        "model_options": {"unshuffle": 2, "scales": 2, "base_channels": 4, "max_channels": 8},
+        "patch_size": 32,
+        "batch_size": 2,
+        "steps": 6,
+        "validate_every": 2,
+        "validation_patches": 2,
+        "validation_patch_size": 32,
+        "checkpoint_every": 3,
+        "torch_threads": 1,
+        "loader_threads": 1,
+        "prefetch": 2,
+    }
+    base.update(overrides)
+    return TrainingConfig.model_validate(base)
+
+
+def _losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_exactly(store: Path, tmp_path: Path) -> None:
+    whole = train(_config(store), tmp_path / "whole", progress=False, write_artefact=False)
+    assert whole.steps == 6
+    first = train(_config(store, steps=3), tmp_path / "split", progress=False, write_artefact=False)
+    assert first.steps == 3
+    resumed = train(_config(store), tmp_path / "split", resume=True, progress=False, write_artefact=False)
+    assert resumed.steps == 6
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "whole")
+    assert resumed.final_state_sha256 == whole.final_state_sha256
+    assert resumed.best_validation_psnr_db == whole.best_validation_psnr_db
+    # Checkpoints are safetensors + JSON, never pickles.
+    files = sorted(p.name for p in (tmp_path / "whole" / "checkpoint").iterdir())
+    assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
+    assert load_file(str(tmp_path / "whole" / "checkpoint" / "optimizer.safetensors"))
+    records = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all("val_psnr_db" in r for r in records if r["step"] % 2 == 0)
+
+
+def test_training_reduces_the_loss_and_writes_an_artefact(store: Path, tmp_path: Path) -> None:
+    config = _config(store, steps=16, validate_every=8, checkpoint_every=16, learning_rate=1e-2)
+    result = train(config, tmp_path / "run", progress=False)
+    losses = _losses(tmp_path / "run")
+    assert sum(losses[-4:]) < 0.5 * sum(losses[:4])
+    assert result.artefact is not None
+    card = (result.artefact / "model.yaml").read_text()
+    assert "dataset_sha256" in card and "flops_per_1024_frame" in card
+
+
+def test_early_stopping_stops(store: Path, tmp_path: Path) -> None:
+    config = _config(store, steps=40, validate_every=1, early_stopping_patience=1, learning_rate=1e-9)
+    result = train(config, tmp_path / "stop", progress=False, write_artefact=False)
+    assert result.stopped_early and result.steps < 40
+
+
+def test_resume_without_checkpoint_is_a_clear_error(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(LowdoseInputError, match="no checkpoint"):
+        train(_config(store), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_config_kind_and_strictness(tmp_path: Path) -> None:
+    assert config_class("train") is TrainingConfig
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: x.zarr\nbatch_sise: 3\n")
+    with pytest.raises(ConfigError, match="batch_sise"):
+        load_config(TrainingConfig, path)
+
+
+def test_shipped_default_config_validates() -> None:
+    preset = Path(__file__).parents[3] / "platform" / "lowdose" / "presets" / "train-default.yaml"
+    config = load_config(TrainingConfig, preset)
+    assert config.model == "compact" and config.dose_e_per_px == 0.45
