@@ -22,6 +22,7 @@ from lowdose.errors import ConfigError
 
 CONFIG_KINDS: dict[str, str] = {
     "base": "lowdose.config.base:LowdoseConfig",
+    "train": "lowdose.training.config:TrainingConfig",
     "pipeline": "lowdose.parallel.pipeline:PipelineConfig",
     "simulate": "lowdose.physics.grid:SimulationGridConfig",
     "analysis": "lowdose.analysis.frame:AnalysisConfig",
