@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of dynamics, drift and noise."),
         particle: str = typer.Option("PtNp2", "--particle", help="Particle class PtNp1..PtNp4."),
         states: int = typer.Option(12, "--states", help="Distinct surface configurations (exit waves)."),
-        defocus_nm: float = typer.Option(7.0, "--defocus-nm", help="C1 in nm (positive = overfocus)."),
+        defocus_nm: float = typer.Option(10.0, "--defocus-nm", help="C1 in nm (positive = overfocus)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Synthetic in-situ series: surface atoms appear, hop and vanish; drift; Poisson noise."""

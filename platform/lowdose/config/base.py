@@ -30,7 +30,7 @@ class LowdoseConfig(BaseModel):
         frozen=False,
     )
 
-    version: int = Field(CONFIG_VERSION, description="Config schema version.")
+    version: int = Field(default=CONFIG_VERSION, description="Config schema version.")
 
     def to_yaml(self) -> str:
         """Serialise to YAML text (JSON-compatible values only)."""

@@ -45,7 +45,7 @@ class SeriesSpec:
     seed: int = 0
     particle: str = "PtNp2"
     n_states: int = 12
-    defocus_nm: float = 7.0
+    defocus_nm: float = 10.0
     support_thickness_nm: float = 3.0
     gpts: int = 384
     frame_rate_hz: float = 40.0
