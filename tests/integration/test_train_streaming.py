@@ -1,4 +1,10 @@
-"""Streaming: training on a store several times larger than the memory bound stays within it."""
+"""Streaming: peak training memory does not grow with the store size.
+
+Training has a fixed overhead (torch, autograd buffers, threads: ~150 MB measured);
+the test trains on a small and a 6× larger store and checks that the extra store
+data adds (almost) nothing to the peak RSS, and that the peak stays within an
+absolute bound smaller than the large store.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,11 @@ from tests.unit.training.synthetic_store import OPTICS
 
 pytestmark = pytest.mark.slow
 
-N_IMAGES = 60
+SMALL_IMAGES = 8
+LARGE_IMAGES = 48
 SIZE = 1024
-MEMORY_BOUND_MB = 60
+MEMORY_BOUND_MB = 180
+STORE_GROWTH_ALLOWANCE_MB = 32
 
 SCRIPT = r"""
 import json, resource, sys
@@ -35,12 +43,11 @@ print(json.dumps({"baseline": baseline, "peak": peak, "steps": result.steps}))
 """
 
 
-def _big_store(path: Path) -> Path:
+def _store(path: Path, n: int) -> Path:
     tile = (0.45 + 0.05 * np.sin(np.arange(64) / 5.0)[:, None] * np.cos(np.arange(64) / 7.0)[None, :]).astype(
         np.float32
     )
     image = np.tile(tile, (SIZE // 64, SIZE // 64))
-    n = N_IMAGES
     ds = xr.Dataset(
         {
             "clean": (("image", "y", "x"), np.broadcast_to(image, (n, SIZE, SIZE))),
@@ -64,10 +71,8 @@ def _big_store(path: Path) -> Path:
     return path
 
 
-def test_peak_memory_stays_within_bound_on_a_larger_store(tmp_path: Path) -> None:
-    store = _big_store(tmp_path / "big.zarr")
-    store_mb = N_IMAGES * SIZE * SIZE * 4 / 2**20
-    assert store_mb >= 4 * MEMORY_BOUND_MB
+def _peak_growth_mb(tmp_path: Path, n: int) -> float:
+    store = _store(tmp_path / f"set{n}.zarr", n)
     config = {
         "data": str(store),
         "split_fractions": [0.8, 0.1, 0.1],
@@ -85,7 +90,7 @@ def test_peak_memory_stays_within_bound_on_a_larger_store(tmp_path: Path) -> Non
         "prefetch": 2,
     }
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(config), str(tmp_path / "run")],
+        [sys.executable, "-c", SCRIPT, json.dumps(config), str(tmp_path / f"run{n}")],
         capture_output=True,
         text=True,
         timeout=600,
@@ -93,6 +98,13 @@ def test_peak_memory_stays_within_bound_on_a_larger_store(tmp_path: Path) -> Non
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["steps"] == 8
-    grown_mb = (report["peak"] - report["baseline"]) / 2**20
-    # 64 images were sampled from (8 steps × 8), i.e. most of the store was touched.
-    assert grown_mb < MEMORY_BOUND_MB, f"peak RSS grew by {grown_mb:.0f} MB on a {store_mb:.0f} MB store"
+    return float((report["peak"] - report["baseline"]) / 2**20)
+
+
+def test_peak_memory_does_not_scale_with_store_size(tmp_path: Path) -> None:
+    large_mb = LARGE_IMAGES * SIZE * SIZE * 4 / 2**20
+    small = _peak_growth_mb(tmp_path, SMALL_IMAGES)
+    large = _peak_growth_mb(tmp_path, LARGE_IMAGES)
+    # 64 samples (8 steps × 8) touch most images of the large store.
+    assert large - small < STORE_GROWTH_ALLOWANCE_MB, f"{small:.0f} MB → {large:.0f} MB"
+    assert large < MEMORY_BOUND_MB < large_mb, f"peak RSS grew by {large:.0f} MB on a {large_mb:.0f} MB store"
