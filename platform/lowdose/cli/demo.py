@@ -1,0 +1,31 @@
+"""``lowdose demo``: the whole platform on an embedded default, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command."""
+
+    @app.command("demo")
+    def demo(
+        workdir: Path = typer.Option(Path("lowdose-demo"), "--workdir", help="Where the demo writes."),
+        frames: int = typer.Option(240, "--frames", min=1, help="Frames in the synthetic series."),
+        serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the dashboard at the end."),
+        port: int = typer.Option(5006, "--port", help="Dashboard port."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Dask workers (default: auto)."),
+    ) -> None:
+        """Simulate a synthetic in-situ series, denoise and analyse it on Dask, catalog it, serve it.
+
+        Re-running reuses what the work folder already holds.
+        """
+        from lowdose.demo import run_demo
+
+        summary = run_demo(workdir, n_frames=frames, n_workers=workers)
+        if serve:
+            from lowdose.dashboard.serve import serve_dashboard
+
+            serve_dashboard(str(summary.catalog), port=port, allow_absolute=False)
