@@ -66,8 +66,13 @@ def config_for_sums(config: Any, n_frames: int) -> Any:
     the rates in the config (the vacuum level and the detection threshold, both
     in counts per pixel) scale by ``n``; ``"estimate"`` stays as it is.
     """
-    if config is None or n_frames == 1:
+    if n_frames == 1:
         return config
+    if config is None:
+        # the kernel's defaults are per-frame rates: they must scale too
+        from lowdose.analysis.frame import AnalysisConfig
+
+        config = AnalysisConfig()
     update: dict[str, Any] = {}
     lam = getattr(config, "lambda_vac", None)
     if isinstance(lam, int | float):

@@ -69,3 +69,14 @@ def test_time_average_sums_frames(series):
     assert isinstance(summed.data, da.Array)
     counts = series["counts"].values.astype(np.uint32)
     np.testing.assert_array_equal(summed.values, counts[:8].reshape(2, 4, *counts.shape[1:]).sum(axis=1))
+
+
+def test_config_for_sums_scales_the_default_rates() -> None:
+    from lowdose.analysis.frame import AnalysisConfig
+    from lowdose.parallel.analyze import config_for_sums
+
+    default = AnalysisConfig()
+    summed = config_for_sums(None, 40)
+    assert summed.lambda_vac == pytest.approx(default.lambda_vac * 40)
+    assert summed.detection_threshold == pytest.approx(default.detection_threshold * 40)
+    assert config_for_sums(None, 1) is None
