@@ -27,6 +27,7 @@ class DemoSummary:
     workdir: Path
     catalog: Path
     n_frames: int
+    size_px: int
     simulate_s: float
     pipeline_frames_per_s: float
     median_surface_f1: float
@@ -38,7 +39,7 @@ class DemoSummary:
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(self.verdict_counts.items()))
         return [
             f"work folder          {self.workdir}",
-            f"frames               {self.n_frames} (512² at 40 frames/s, 0.45 e/px/frame)",
+            f"frames               {self.n_frames} ({self.size_px}² at 40 frames/s, 0.45 e/px/frame)",
             f"simulation           {self.simulate_s:.1f} s",
             f"pipeline throughput  {self.pipeline_frames_per_s:.2f} frames/s (denoise + analyse)",
             f"surface-column F1    median {self.median_surface_f1:.3f} over frames (vs ground truth)",
@@ -99,6 +100,7 @@ def run_demo(
         workdir=workdir,
         catalog=catalog,
         n_frames=len(frames),
+        size_px=size_px,
         simulate_s=simulate_s,
         pipeline_frames_per_s=_throughput(result),
         median_surface_f1=float(frames["surface_f1"].median()),

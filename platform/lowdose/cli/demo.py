@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lowdose.demo import DEMO_FRAMES
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``demo`` command."""
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         workdir: Path = typer.Option(Path("lowdose-demo"), "--workdir", help="Where the demo writes."),
-        frames: int = typer.Option(240, "--frames", min=1, help="Frames in the synthetic series."),
+        frames: int = typer.Option(DEMO_FRAMES, "--frames", min=1, help="Frames in the synthetic series."),
         serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the dashboard at the end."),
         port: int = typer.Option(5006, "--port", help="Dashboard port."),
         workers: int | None = typer.Option(None, "--workers", min=1, help="Dask workers (default: auto)."),
