@@ -5,7 +5,10 @@ frame shape, dtype and the metadata the file carries (pixel size, frame rate,
 exposure), and reads ``[start, stop)`` frame batches on demand, so that ingest
 memory stays bounded by one batch whatever the file size. Every failure of the
 underlying library becomes a one-line :class:`~lowdose.errors.FormatError` naming
-the file and, where known, the frame.
+the file and, where known, the frame. Geometry is checked before any frame is
+read: no frames, empty frames, frames over :data:`MAX_FRAME_PIXELS`, compressed
+TIFF/HDF5 images claiming over :data:`MAX_EXPANSION` times the bytes they store,
+and HDF5 datasets whose data lives in other files (virtual/external) are refused.
 
 Formats: TIFF (multi-page, ImageJ, tifffile-shaped; tifffile), MRC (mrcfile),
 HDF5 datasets (h5py), NumPy ``.npy`` (memory-mapped), DM3/DM4, EMD and HSPY
@@ -44,6 +47,12 @@ LENGTH_TO_A = {
     "micron": 1e4,
 }
 TIME_TO_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+MAX_FRAME_PIXELS = 1 << 28
+"""Largest frame accepted (16384²; the largest detectors record ~11520 × 8184): a header
+claiming more is refused before anything is allocated."""
+MAX_EXPANSION = 10_000
+"""Largest ratio of the bytes a compressed TIFF/HDF5 image claims to the bytes it stores:
+more means absurd dimensions or unwritten chunks (a decompression bomb), and is refused."""
 
 
 @dataclass
@@ -72,6 +81,19 @@ class FrameSource:
     dtype: np.dtype[Any]
     metadata: dict[str, float] = field(default_factory=dict)
     dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse empty or absurdly large geometry before any frame is read."""
+        if self.n_frames < 1:
+            raise self.fail(f"holds no frames (shape {(self.n_frames, *self.frame_shape)})")
+        ny, nx = self.frame_shape
+        if ny < 1 or nx < 1:
+            raise self.fail(f"frame shape {self.frame_shape}; expected two positive sizes (y, x)")
+        if ny * nx > MAX_FRAME_PIXELS:
+            raise self.fail(
+                f"frame shape {self.frame_shape} ({ny * nx} pixels) exceeds the {MAX_FRAME_PIXELS} "
+                "pixels lowdose accepts per frame; the header is corrupt or not a frame series"
+            )
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Return frames ``[start, stop)`` as a ``(stop - start, y, x)`` array."""
@@ -193,6 +215,17 @@ class TiffSource(FrameSource):
                 raise FormatError(
                     f"{path}: truncated TIFF: image data of {n} frames needs {end} bytes, file has {size}"
                 )
+            if offset is None:
+                stored = sum(
+                    sum(int(c) for c in getattr(page, "databytecounts", ()))
+                    for page in part.pages
+                    if page is not None
+                )
+                if int(part.nbytes) > MAX_EXPANSION * max(stored, 1):
+                    raise FormatError(
+                        f"{path}: TIFF images claim {int(part.nbytes)} bytes but store {stored} "
+                        f"(more than {MAX_EXPANSION}× expansion); corrupt or absurd dimensions"
+                    )
 
     def _metadata(self) -> dict[str, float]:
         found: dict[str, float] = {}
@@ -303,6 +336,18 @@ class Hdf5Source(FrameSource):
             self._data = self._file[name]
             if self._data.ndim not in (2, 3):
                 raise FormatError(f"{path}:{name}: dataset has shape {self._data.shape}; expected frames")
+            if self._data.is_virtual or self._data.external:
+                raise FormatError(
+                    f"{path}:{name}: dataset reads its data from other files (virtual or external "
+                    "storage); lowdose ingests only data stored inside the file"
+                )
+            claimed = math.prod(self._data.shape) * self._data.dtype.itemsize
+            stored = int(self._data.id.get_storage_size())
+            if claimed > MAX_EXPANSION * max(stored, 1):
+                raise FormatError(
+                    f"{path}:{name}: dataset of shape {self._data.shape} claims {claimed} bytes but stores "
+                    f"{stored} (more than {MAX_EXPANSION}× expansion); absurd dimensions or unwritten chunks"
+                )
             shape = self._data.shape if self._data.ndim == 3 else (1, *self._data.shape)
             metadata = {
                 key: float(self._data.attrs[key])
