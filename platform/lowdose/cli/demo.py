@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate a synthetic in-situ series, denoise and analyse it on Dask, catalog it, serve it.
 
-        Re-running reuses what the work folder already holds.
+        Draws WORKDIR/demo.png (raw frame | denoised | likelihood map); re-running reuses the work folder.
         """
         from lowdose.demo import run_demo
 
