@@ -1,4 +1,4 @@
-"""``lowdose dashboard``: serve the Panel dashboard for a catalog (127.0.0.1 by default)."""
+"""``lowdose dashboard``: serve the Panel dashboard for a catalog (127.0.0.1; basic auth or OAuth)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,24 @@ def register(app: typer.Typer) -> None:
         show: bool = typer.Option(False, "--show/--no-show", help="Open a browser tab."),
         root: Path | None = typer.Option(None, "--root", help="Trusted folder enclosing the catalog."),
         allow_absolute: bool = typer.Option(False, "--allow-absolute", help="Trust absolute paths/URLs."),
+        oauth_provider: str | None = typer.Option(
+            None,
+            "--oauth-provider",
+            envvar="LOWDOSE_OAUTH_PROVIDER",
+            help="Log in through OAuth: github, gitlab, google, azure, okta, auth0, generic, ...",
+        ),
+        oauth_key: str | None = typer.Option(
+            None, "--oauth-key", envvar="LOWDOSE_OAUTH_KEY", help="OAuth client id."
+        ),
+        oauth_secret: str | None = typer.Option(
+            None, "--oauth-secret", envvar="LOWDOSE_OAUTH_SECRET", help="OAuth client secret."
+        ),
+        oauth_redirect_uri: str | None = typer.Option(
+            None,
+            "--oauth-redirect-uri",
+            envvar="LOWDOSE_OAUTH_REDIRECT_URI",
+            help="Public URL the provider redirects back to (behind a proxy).",
+        ),
     ) -> None:
         """Serve the frame-series dashboard for a catalog until interrupted."""
         from lowdose.dashboard.serve import serve_dashboard
@@ -37,4 +55,8 @@ def register(app: typer.Typer) -> None:
             show=show,
             root=default_root(catalog, root),
             allow_absolute=allow_absolute,
+            oauth_provider=oauth_provider,
+            oauth_key=oauth_key,
+            oauth_secret=oauth_secret,
+            oauth_redirect_uri=oauth_redirect_uri,
         )

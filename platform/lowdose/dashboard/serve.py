@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,73 @@ def parse_basic_auth(value: str | None) -> Any:
     return {user: password}
 
 
+OAUTH_PROVIDERS = ("auth0", "azure", "azurev2", "bitbucket", "generic", "github", "gitlab", "google", "okta")
+"""OAuth providers Panel's server supports (``--oauth-provider``)."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def auth_options(
+    *,
+    basic_auth: str | None = None,
+    oauth_provider: str | None = None,
+    oauth_key: str | None = None,
+    oauth_secret: str | None = None,
+    oauth_redirect_uri: str | None = None,
+    oauth_extra_params: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Check the authentication settings and return the matching ``panel.serve`` keywords.
+
+    Basic auth (``USER:PASS`` or a JSON file of users) and OAuth (a provider with
+    its client id and secret) exclude each other. Both get a fresh random cookie
+    secret per server start; OAuth also gets a fresh key that encrypts the user's
+    tokens in the cookie (when the ``cryptography`` package is installed).
+
+    Raises
+    ------
+    LowdoseInputError
+        Both kinds given, an unknown provider, or an OAuth provider without key/secret.
+    """
+    if basic_auth and oauth_provider:
+        raise LowdoseInputError("--basic-auth and --oauth-provider exclude each other; choose one")
+    options: dict[str, Any] = {}
+    if basic_auth:
+        options.update(basic_auth=parse_basic_auth(basic_auth), cookie_secret=secrets.token_hex(32))
+    elif oauth_provider:
+        if oauth_provider not in OAUTH_PROVIDERS:
+            raise LowdoseInputError(
+                f"--oauth-provider {oauth_provider!r}: expected one of {list(OAUTH_PROVIDERS)}"
+            )
+        missing = [
+            flag
+            for flag, value in (("--oauth-key", oauth_key), ("--oauth-secret", oauth_secret))
+            if not value
+        ]
+        if missing:
+            raise LowdoseInputError(
+                f"--oauth-provider {oauth_provider}: also needs {' and '.join(missing)} "
+                "(the client id and secret registered with the provider)"
+            )
+        options.update(
+            oauth_provider=oauth_provider,
+            oauth_key=oauth_key,
+            oauth_secret=oauth_secret,
+            cookie_secret=secrets.token_hex(32),
+        )
+        try:
+            from cryptography.fernet import Fernet
+        except ImportError:  # Panel then keeps the tokens signed but unencrypted in the cookie
+            pass
+        else:
+            options["oauth_encryption_key"] = Fernet.generate_key().decode()
+        if oauth_redirect_uri:
+            options["oauth_redirect_uri"] = oauth_redirect_uri
+        if oauth_extra_params:
+            options["oauth_extra_params"] = dict(oauth_extra_params)
+    elif oauth_key or oauth_secret or oauth_redirect_uri:
+        raise LowdoseInputError("--oauth-key/--oauth-secret/--oauth-redirect-uri need --oauth-provider")
+    return options
+
+
 def serve_dashboard(
     catalog: str,
     *,
@@ -32,11 +100,18 @@ def serve_dashboard(
     show: bool = False,
     root: Path | None = None,
     allow_absolute: bool = False,
+    oauth_provider: str | None = None,
+    oauth_key: str | None = None,
+    oauth_secret: str | None = None,
+    oauth_redirect_uri: str | None = None,
+    oauth_extra_params: dict[str, str] | None = None,
 ) -> None:
     """Serve the dashboard for ``catalog`` until interrupted.
 
     The catalog is opened once up front so a bad catalog fails fast with a
-    one-line error instead of an empty page.
+    one-line error instead of an empty page. The pages show catalog entries only:
+    no URL or query parameter names a file. Listening beyond the loopback
+    interface without basic auth or OAuth prints a warning.
     """
     import panel as pn
 
@@ -44,15 +119,26 @@ def serve_dashboard(
     from lowdose.store.catalog import open_catalog
 
     open_catalog(catalog, root=root, allow_absolute=allow_absolute)
-    auth = parse_basic_auth(basic_auth)
+    extra = auth_options(
+        basic_auth=basic_auth,
+        oauth_provider=oauth_provider,
+        oauth_key=oauth_key,
+        oauth_secret=oauth_secret,
+        oauth_redirect_uri=oauth_redirect_uri,
+        oauth_extra_params=oauth_extra_params,
+    )
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
 
     def page() -> Any:
         return build_app(catalog, root=str(root) if root else None, allow_absolute=allow_absolute)
 
-    extra: dict[str, Any] = {}
-    if auth is not None:
-        extra.update(basic_auth=auth, cookie_secret=secrets.token_hex(32))
+    if address not in LOOPBACK and not extra:
+        print(
+            f"lowdose dashboard: warning: listening on {address} without --basic-auth or "
+            "--oauth-provider; anyone who can reach this port can browse the catalog",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"lowdose dashboard: http://{address}:{port}/  (catalog {catalog}; Ctrl-C to stop)", flush=True)
     try:
         pn.serve(

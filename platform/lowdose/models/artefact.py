@@ -13,12 +13,13 @@ torch/safetensors/yaml only; never import dask here.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -129,12 +130,32 @@ def read_card(directory: str | Path) -> dict[str, Any]:
     return card
 
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
+"""Suffixes of pickle-based checkpoints, which :func:`load_model` refuses."""
+
+
+def _refuse_pickle(path: Path) -> LowdoseInputError:
+    return FormatError(
+        f"{path}: a pickle-based checkpoint; lowdose loads models only from safetensors artefacts "
+        "(unpickling a file can run code). Import trusted weights explicitly with "
+        "lowdose.models.artefact.import_torch_checkpoint (torch.load weights_only=True), "
+        "then save_artefact"
+    )
+
+
 def _resolve(name_or_path: str | Path | None) -> Path:
     if name_or_path is None or str(name_or_path) == "default":
         return DEFAULT_DIR
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         path = path.parent
+    elif path.suffix.lower() in PICKLE_SUFFIXES or path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise _refuse_pickle(path)
+        raise LowdoseInputError(
+            f"{path}: not a model artefact (expected 'default', an artefact directory holding "
+            f"{CARD_FILE} and {WEIGHTS_FILE}, or its .safetensors file)"
+        )
     if not path.exists():
         raise LowdoseInputError(
             f"{name_or_path}: no such model (expected 'default' or an artefact directory)"
@@ -142,24 +163,73 @@ def _resolve(name_or_path: str | Path | None) -> Path:
     return path
 
 
-def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``; any missing/unexpected/mis-shaped tensor is a clear error."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def _weights_path(directory: Path, card: dict[str, Any]) -> Path:
+    """The weights file the card names: a plain ``*.safetensors`` name inside the artefact directory."""
+    entry = card.get("weights") or {}
+    name = entry.get("file", WEIGHTS_FILE) if isinstance(entry, dict) else WEIGHTS_FILE
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise FormatError(
+            f"{directory / CARD_FILE}: weights.file {name!r} must be a file name inside the artefact "
+            "directory (no folders, no '..')"
+        )
+    if Path(name).suffix.lower() in PICKLE_SUFFIXES:
+        raise _refuse_pickle(directory / name)
+    if not name.endswith(".safetensors"):
+        raise FormatError(f"{directory / CARD_FILE}: weights.file {name!r}; expected a .safetensors file")
+    return directory / name
+
+
+def _check_shapes(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: str
+) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     if missing:
         raise FormatError(f"{source}: weights do not match the architecture: missing tensor {missing[0]!r}")
     if unexpected:
         raise FormatError(
             f"{source}: weights do not match the architecture: unexpected tensor {unexpected[0]!r}"
         )
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
+    for key, shape in found.items():
+        if shape != expected[key]:
             raise FormatError(
-                f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, "
-                f"the architecture expects {tuple(expected[key].shape)}"
+                f"{source}: tensor {key!r} has shape {shape}, the architecture expects {expected[key]}"
             )
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``; any missing/unexpected/mis-shaped tensor is a clear error."""
+    _check_shapes(_shapes(model.state_dict()), _shapes(state), source)
     model.load_state_dict(state)
+
+
+def _build_from_card(directory: Path, card: dict[str, Any], device: str | None = None) -> nn.Module:
+    architecture = card["architecture"]
+    config = architecture.get("config") or {}
+    if not isinstance(config, dict):
+        raise FormatError(f"{directory / CARD_FILE}: architecture.config must be a mapping")
+    try:
+        if device is None:
+            return build(str(architecture["name"]), **config)
+        with torch.device(device):
+            return build(str(architecture["name"]), **config)
+    except LowdoseInputError as err:
+        raise FormatError(f"{directory / CARD_FILE}: architecture: {err}") from None
+
+
+def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header (no tensor data is read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except FileNotFoundError:
+        raise FormatError(f"{weights}: weights file missing") from None
+    except (SafetensorError, OSError) as err:
+        raise FormatError(f"{weights}: not a readable safetensors file ({err})") from None
 
 
 def load_model(
@@ -183,13 +253,14 @@ def load_model(
     """
     directory = _resolve(name_or_path)
     card = read_card(directory)
-    architecture = card["architecture"]
-    model = build(architecture["name"], **dict(architecture.get("config") or {}))
-    weights = directory / card.get("weights", {}).get("file", WEIGHTS_FILE)
+    weights = _weights_path(directory, card)
+    # Check the card's architecture against the stored tensor shapes on the meta device
+    # first: a card with absurd sizes costs no memory before it is refused.
+    skeleton = _build_from_card(directory, card, device="meta")
+    _check_shapes(_shapes(skeleton.state_dict()), _stored_shapes(weights), str(weights))
+    model = _build_from_card(directory, card)
     try:
         state = load_file(str(weights))
-    except FileNotFoundError:
-        raise FormatError(f"{weights}: weights file missing") from None
     except (SafetensorError, OSError) as err:
         raise FormatError(f"{weights}: not a readable safetensors file ({err})") from None
     load_state_checked(model, state, str(weights))
@@ -208,7 +279,14 @@ def import_torch_checkpoint(path: str | Path, name: str, **config: Any) -> nn.Mo
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such checkpoint") from None
-    except Exception as err:  # torch raises many kinds for non-checkpoints / unsafe pickles
+    except pickle.UnpicklingError as err:  # what the weights-only unpickler raises for code
+        first = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+        raise FormatError(
+            f"{path}: refused: the checkpoint holds Python objects other than tensors, and "
+            f"unpickling them could run code{f' ({first})' if first else ''}; only plain state dicts "
+            "of tensors are imported"
+        ) from None
+    except Exception as err:  # torch raises many kinds for files that are not checkpoints
         raise FormatError(f"{path}: not a weights-only PyTorch checkpoint ({type(err).__name__})") from None
     if isinstance(loaded, dict):
         for key in ("state_dict", "model", "model_state_dict"):

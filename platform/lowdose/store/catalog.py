@@ -146,11 +146,14 @@ class LowdoseCatalog:
         entries: Mapping[str, ValidEntry],
         metadata: Mapping[str, Any],
         aliases: Mapping[str, str],
+        trusted: str | None = None,
     ):
         self.source = source
         """Where the catalog file is (path or URL)."""
         self.base = base
         """The catalog's folder: relative product locations resolve against it."""
+        self.trusted = trusted
+        """Local folder that relative products must really (symlinks resolved) lie in; None: no check."""
         self.entries = dict(entries)
         self.metadata = dict(metadata)
         self.aliases = dict(aliases)
@@ -186,6 +189,18 @@ class LowdoseCatalog:
         if entry.location.startswith(CATALOG_DIR_PREFIX):
             return join_location(self.base, entry.location[len(CATALOG_DIR_PREFIX) :])
         return entry.location
+
+    def _check_inside(self, entry: ValidEntry, url: str) -> None:
+        """Refuse a relative product that a symlink takes outside the trusted folder."""
+        if self.trusted is None or not entry.location.startswith(CATALOG_DIR_PREFIX) or has_scheme(url):
+            return
+        real, trusted = os.path.realpath(url), os.path.realpath(self.trusted)
+        if os.path.commonpath([real, trusted]) != trusted:
+            raise CatalogError(
+                f"{self.source}: entry {entry.name!r} location {entry.location!r} resolves to {real} "
+                f"through a symbolic link, outside {trusted}; pass allow_absolute=True "
+                "(CLI: --allow-absolute) to trust it"
+            )
 
     def describe(self, name: str) -> dict[str, Any]:
         """Everything the catalog says about entry ``name`` (plain data)."""
@@ -242,6 +257,7 @@ class LowdoseCatalog:
             if not reader_name:
                 raise CatalogError(f"dataframe must be 'pandas' or 'dask', got {dataframe!r}")
         url = self.location(name)
+        self._check_inside(entry, url)
         options = entry.storage_options or None
         data_classes = {
             "intake.readers.datatypes:Zarr": datatypes.Zarr,
@@ -391,6 +407,7 @@ def open_catalog(
     raw = _read_raw(source, storage_options)
     folder = _catalog_folder(source)
     climb = 0
+    trusted = None if has_scheme(source) or allow_absolute else folder
     if root is not None:
         if has_scheme(source):
             raise CatalogError(f"{source}: root= applies to local catalogs only")
@@ -398,6 +415,7 @@ def open_catalog(
         if rel.startswith(".."):
             raise CatalogError(f"{source}: root {root} does not enclose the catalog's folder")
         climb = 0 if rel == "." else len(Path(rel).parts)
+        trusted = None if allow_absolute else str(Path(root).resolve())
     entries = validate_catalog_dict(raw, source, allow_absolute=allow_absolute, climb=climb)
     return LowdoseCatalog(
         source=source,
@@ -405,6 +423,7 @@ def open_catalog(
         entries=entries,
         metadata=dict(raw.get("metadata") or {}),
         aliases=dict(raw.get("aliases") or {}),
+        trusted=trusted,
     )
 
 
