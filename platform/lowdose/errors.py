@@ -23,5 +23,13 @@ class StoreError(LowdoseInputError):
     """A zarr store that is missing, of the wrong layout, or corrupt."""
 
 
+class StorageFullError(StoreError):
+    """The disk, quota or a file-size limit ran out while writing a store.
+
+    What was committed before stays valid; re-running the same command once
+    space is freed resumes. Writers must not delete their partial output for it.
+    """
+
+
 class FormatError(LowdoseInputError):
     """An input file that cannot be read as the format it claims to be."""

@@ -9,7 +9,9 @@ that ``lowdose --help`` stays fast.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -47,11 +49,19 @@ _register_all()
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lowdose`` console script.
 
-    User errors (:class:`~lowdose.errors.LowdoseInputError`) are printed on one
-    line to stderr and exit with code 2; nothing else is swallowed.
+    User errors (:class:`~lowdose.errors.LowdoseInputError`) and a full disk are
+    printed on one line to stderr and exit with code 2; nothing else is swallowed.
     """
     try:
         app(args=argv, standalone_mode=True)
     except LowdoseInputError as err:
         print(f"lowdose: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:
+        # A full disk wherever no store-specific message caught it: still one line, naming the file.
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        where = err.filename or "output"
+        reason = os.strerror(err.errno)
+        print(f"lowdose: error: {where}: out of storage ({reason}); free space and re-run", file=sys.stderr)
         raise SystemExit(2) from None

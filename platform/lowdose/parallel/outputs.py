@@ -17,6 +17,10 @@ chunk of the stage is done, so they always hold every frame exactly once. A
 manifest records what a stage's outputs were computed from; re-running into a
 folder made from different inputs is refused.
 
+The DenoisedSeries' chunks end in a crc32c checksum and are read through
+:mod:`lowdose.store.integrity` (a corrupt chunk is a StoreError naming it); a chunk
+write that runs out of space raises :class:`~lowdose.errors.StorageFullError`.
+
 Imports numpy, pandas, zarr and xarray; never torch.
 """
 
@@ -33,6 +37,13 @@ import numpy as np
 import pandas as pd
 
 from lowdose.errors import LowdoseInputError, StoreError
+from lowdose.store.integrity import (
+    checksum_codecs,
+    lazy_checked,
+    read_checked,
+    remove_stale_chunk_temps,
+    storage_full_as_error,
+)
 
 DENOISED_NAME = "denoised.zarr"
 COLUMNS_NAME = "columns.parquet"
@@ -159,7 +170,7 @@ def create_denoised_store(
     pipeline task writes exactly its own chunk files.
     """
     import zarr
-    from zarr.codecs import BloscCodec
+    from zarr.codecs import BloscCodec, ZstdCodec
 
     from lowdose import __version__
     from lowdose.store.schema import DENOISED_SERIES, LAYOUT_VERSION, Layout
@@ -175,15 +186,20 @@ def create_denoised_store(
         shape=(n_frames, ny, nx),
         chunks=(chunk_frames, ny, nx),
         dtype=dtype,
-        compressors=[
+        compressors=checksum_codecs(
             BloscCodec(typesize=np.dtype(dtype).itemsize, cname="zstd", clevel=3, shuffle="shuffle")
-        ],
+        ),
         fill_value=np.nan,
         dimension_names=list(DENOISED_SERIES.dims),
     )
     array.attrs.update({"units": "expected electrons per pixel", "coordinates": "time_s"})
     times = group.create_array(
-        "time_s", shape=(n_frames,), chunks=(max(n_frames, 1),), dtype="float64", dimension_names=["frame"]
+        "time_s",
+        shape=(n_frames,),
+        chunks=(max(n_frames, 1),),
+        dtype="float64",
+        compressors=checksum_codecs(ZstdCodec(level=0)),
+        dimension_names=["frame"],
     )
     times[:] = np.asarray(time_s, dtype="float64")
     times.attrs.update({"units": "s"})
@@ -206,12 +222,14 @@ def write_denoised_chunk(path: Path, start: int, values: np.ndarray) -> None:
     import zarr
 
     array = zarr.open_array(str(path), path="denoised", mode="r+")
-    array[start : start + values.shape[0]] = values.astype(array.dtype, copy=False)
+    stop = start + values.shape[0]
+    remove_stale_chunk_temps(array, (start // array.chunks[0], 0, 0))  # left by a killed attempt
+    with storage_full_as_error(str(path), f"writing denoised frames {start}–{stop - 1}"):
+        array[start:stop] = values.astype(array.dtype, copy=False)
 
 
 def open_denoised(path: str | Path) -> Any:
     """Open a DenoisedSeries as a lazy validated :class:`xarray.Dataset`."""
-    import dask.array as da
     import xarray as xr
     import zarr
 
@@ -225,7 +243,7 @@ def open_denoised(path: str | Path) -> Any:
     array = group[DENOISED_SERIES.variable]
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{location}: '{DENOISED_SERIES.variable}' is not an array")
-    lazy = da.from_zarr(array, chunks=array.chunks, name=f"denoised-{location}")
+    lazy = lazy_checked(array, location, name=f"denoised-{location}")
     n_frames = array.shape[0]
     ds = xr.Dataset(
         {
@@ -237,7 +255,7 @@ def open_denoised(path: str | Path) -> Any:
             "frame": ("frame", np.arange(n_frames, dtype="int64")),
             "time_s": (
                 "frame",
-                np.asarray(zarr.open_array(location, path="time_s", mode="r")[:]),
+                read_checked(zarr.open_array(location, path="time_s", mode="r"), slice(None), location),
                 {"units": "s"},
             ),
         },

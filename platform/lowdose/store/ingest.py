@@ -19,7 +19,10 @@ Safety and re-runs:
   no-op (new metadata flags are then ignored: edit attrs with
   :func:`~lowdose.store.series.update_series_attrs`); an interrupted run (Ctrl-C,
   kill) leaves ``OUT.partial`` whose committed frames are kept and the next run
-  resumes after them.
+  resumes after them (temp files of a chunk write cut short are removed first).
+* A full disk (or quota, or file-size limit) stops the run with a one-line
+  :class:`~lowdose.errors.StorageFullError` naming the store; ``OUT.partial`` is kept,
+  and re-running once space is freed resumes.
 
 Imports numpy, zarr (through :mod:`lowdose.store.series`) and tqdm; never torch.
 """
@@ -34,7 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lowdose.errors import FormatError, LowdoseInputError, StoreError
+from lowdose.errors import FormatError, LowdoseInputError, StorageFullError, StoreError
+from lowdose.store.integrity import remove_stale_temp_files
 from lowdose.store.readers import FrameSource, expand_inputs, open_source
 from lowdose.store.series import (
     append_frames,
@@ -309,12 +313,14 @@ def ingest(
         n_total = sum(s.n_frames for s in sources)
         state = _partial_state(partial, records)
         if state == "complete":  # crashed between the completion marker and the rename
+            remove_stale_temp_files(partial)
             partial.rename(out_path)
             return out_path
         resume = state == "in_progress"
         if partial.exists() and not resume:
             shutil.rmtree(partial)
         if resume:
+            remove_stale_temp_files(partial)
             attrs = series_attrs(partial)
             chunk = int(attrs["chunk_frames"])
         else:
@@ -365,6 +371,8 @@ def ingest(
         update_series_attrs(partial, final)
         partial.rename(out_path)
         return out_path
+    except StorageFullError:
+        raise  # keep OUT.partial: its committed frames are valid and the re-run resumes after them
     except LowdoseInputError:
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)

@@ -9,7 +9,13 @@ Crash safety: the group attribute ``n_frames`` is the commit counter. An append
 first grows the arrays, then writes the data, and only then raises ``n_frames``; a
 crash in between leaves frames beyond ``n_frames`` that readers ignore and the next
 append overwrites. Zarr's local store writes every chunk file by temp + rename, so a
-committed chunk is never torn.
+committed chunk is never torn. A full disk raises
+:class:`~lowdose.errors.StorageFullError` naming the store; the committed frames stay
+valid and the next append (or ``lowdose ingest`` re-run) continues after them.
+
+Integrity: every array ends its codec pipeline with a crc32c checksum, and reads go
+through :mod:`lowdose.store.integrity`, so a corrupt chunk raises a
+:class:`~lowdose.errors.StoreError` naming the chunk instead of being decoded.
 
 Dtype policy: the dtype is chosen when the store is created (``ingest`` picks uint8
 when the source's maximum fits, else uint16/uint32). An append whose values do not
@@ -36,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from lowdose.errors import StoreError
+from lowdose.store.integrity import checksum_codecs, lazy_checked, read_checked, storage_full_as_error
 from lowdose.store.schema import FRAME_SERIES, LAYOUT_VERSION, Layout, validate
 
 COUNTS_DTYPES = ("uint8", "uint16", "uint32")
@@ -59,22 +66,30 @@ SHIFT_VARIABLES = ("shift_y_px", "shift_x_px")
 PathLike = str | os.PathLike[str]
 
 
-def _counts_codec(dtype: np.dtype[Any]) -> Any:
+def _counts_codecs(dtype: np.dtype[Any]) -> list[Any]:
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(
+    blosc = BloscCodec(
         typesize=dtype.itemsize,
         cname=COUNTS_CNAME,
         clevel=COUNTS_CLEVEL,
         shuffle=COUNTS_SHUFFLE,
         blocksize=COUNTS_BLOCKSIZE,
     )
+    return checksum_codecs(blosc)
 
 
-def _float_codec() -> Any:
+def _float_codecs() -> list[Any]:
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(typesize=4, cname="zstd", clevel=3, shuffle="shuffle")
+    return checksum_codecs(BloscCodec(typesize=4, cname="zstd", clevel=3, shuffle="shuffle"))
+
+
+def _small_codecs() -> list[Any]:
+    """Codecs of the small per-frame arrays (times, shifts): zarr's default zstd + crc32c."""
+    from zarr.codecs import ZstdCodec
+
+    return checksum_codecs(ZstdCodec(level=0))
 
 
 def smallest_counts_dtype(max_count: int) -> str:
@@ -155,8 +170,6 @@ def create_frame_series(
     storage_options
         fsspec options for remote URLs.
     """
-    from lowdose import __version__
-
     if np.dtype(dtype).name not in COUNTS_DTYPES:
         raise StoreError(f"{path}: counts dtype {dtype!r} not allowed; expected one of {COUNTS_DTYPES}")
     if len(frame_shape) != 2 or min(frame_shape) < 1:
@@ -166,6 +179,40 @@ def create_frame_series(
     if not frame_rate_hz > 0:
         raise StoreError(f"{path}: frame_rate_hz must be > 0, got {frame_rate_hz}")
     location = os.fspath(path)
+    with storage_full_as_error(location, "creating the series"):
+        _create_arrays(
+            location,
+            frame_shape,
+            dtype=dtype,
+            chunk_frames=chunk_frames,
+            frame_rate_hz=frame_rate_hz,
+            dose_e_per_px=dose_e_per_px,
+            pixel_size_A=pixel_size_A,
+            attrs=attrs,
+            with_clean=with_clean,
+            detector=detector,
+            overwrite=overwrite,
+            storage_options=storage_options,
+        )
+
+
+def _create_arrays(
+    location: str,
+    frame_shape: tuple[int, int],
+    *,
+    dtype: str,
+    chunk_frames: int,
+    frame_rate_hz: float,
+    dose_e_per_px: float,
+    pixel_size_A: float,
+    attrs: Mapping[str, Any] | None,
+    with_clean: bool,
+    detector: str,
+    overwrite: bool,
+    storage_options: Mapping[str, Any] | None,
+) -> None:
+    from lowdose import __version__
+
     group = _open_group(location, "w" if overwrite else "w-", storage_options)
     ny, nx = (int(s) for s in frame_shape)
     counts_dtype = np.dtype(dtype)
@@ -174,13 +221,18 @@ def create_frame_series(
         shape=(0, ny, nx),
         chunks=(chunk_frames, ny, nx),
         dtype=counts_dtype,
-        compressors=[_counts_codec(counts_dtype)],
+        compressors=_counts_codecs(counts_dtype),
         fill_value=0,
         dimension_names=list(FRAME_SERIES.dims),
     )
     counts.attrs.update({"units": "electrons", "long_name": "electron counts", "coordinates": "time_s"})
     time_s = group.create_array(
-        "time_s", shape=(0,), chunks=(max(chunk_frames, 4096),), dtype="float64", dimension_names=["frame"]
+        "time_s",
+        shape=(0,),
+        chunks=(max(chunk_frames, 4096),),
+        dtype="float64",
+        compressors=_small_codecs(),
+        dimension_names=["frame"],
     )
     time_s.attrs.update({"units": "s", "long_name": "time since first frame"})
     if with_clean:
@@ -189,7 +241,7 @@ def create_frame_series(
             shape=(0, ny, nx),
             chunks=(chunk_frames, ny, nx),
             dtype="float32",
-            compressors=[_float_codec()],
+            compressors=_float_codecs(),
             fill_value=0.0,
             dimension_names=list(FRAME_SERIES.dims),
         )
@@ -210,7 +262,7 @@ def create_frame_series(
     extra = dict(attrs or {})
     clash = sorted(set(extra) & {"lowdose_layout", "lowdose_layout_version", "n_frames"})
     if clash:
-        raise StoreError(f"{path}: attrs may not set reserved keys {clash}")
+        raise StoreError(f"{location}: attrs may not set reserved keys {clash}")
     stamp.update(extra)
     group.attrs.update(stamp)
 
@@ -293,15 +345,16 @@ def append_frames(
             del group[name]
     if "alignment" in group.attrs:
         group.attrs.update({"alignment": None})
-    array.resize((n_new, ny, nx))
-    array[n_old:n_new] = values.astype(array.dtype, copy=False)
-    if has_clean:
-        clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
-        group["clean"].resize((n_new, ny, nx))
-        group["clean"][n_old:n_new] = clean_values
-    group["time_s"].resize((n_new,))
-    group["time_s"][n_old:n_new] = times
-    group.attrs.update({"n_frames": n_new})
+    with storage_full_as_error(location, f"appending frames {n_old}–{n_new - 1}"):
+        array.resize((n_new, ny, nx))
+        array[n_old:n_new] = values.astype(array.dtype, copy=False)
+        if has_clean:
+            clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
+            group["clean"].resize((n_new, ny, nx))
+            group["clean"][n_old:n_new] = clean_values
+        group["time_s"].resize((n_new,))
+        group["time_s"][n_old:n_new] = times
+        group.attrs.update({"n_frames": n_new})
     return n_new
 
 
@@ -331,7 +384,8 @@ def update_series_attrs(
     reserved = sorted(set(updates) & {"lowdose_layout", "lowdose_layout_version", "n_frames"})
     if reserved:
         raise StoreError(f"{location}: may not update reserved attrs {reserved}")
-    group.attrs.update(dict(updates))
+    with storage_full_as_error(location, "updating attributes"):
+        group.attrs.update(dict(updates))
 
 
 def write_shifts(
@@ -354,12 +408,19 @@ def write_shifts(
             )
         if name in group:
             del group[name]
-        array = group.create_array(
-            name, shape=(n_frames,), chunks=(max(n_frames, 1),), dtype="int32", dimension_names=["frame"]
-        )
-        array.attrs.update({"units": "px"})
-        array[:] = shifts.astype("int32")
-    group.attrs.update({"alignment": dict(alignment)})
+        with storage_full_as_error(location, f"writing {name}"):
+            array = group.create_array(
+                name,
+                shape=(n_frames,),
+                chunks=(max(n_frames, 1),),
+                dtype="int32",
+                compressors=_small_codecs(),
+                dimension_names=["frame"],
+            )
+            array.attrs.update({"units": "px"})
+            array[:] = shifts.astype("int32")
+    with storage_full_as_error(location, "writing the alignment record"):
+        group.attrs.update({"alignment": dict(alignment)})
 
 
 def open_series(
@@ -388,8 +449,6 @@ def open_series(
         and shifts (when aligned) as coordinates, the group attributes as attrs.
         Only the ``n_frames`` committed frames are visible.
     """
-    import dask.array as da
-
     location = series_location(source)
     group = _open_group(location, "r", storage_options)
     _check_layout(location, group)
@@ -402,16 +461,20 @@ def open_series(
         if name in group:
             array = group[name]
             # A fresh name per open: a store rewritten in place must never hit stale dask results.
-            lazy = da.from_zarr(array, chunks=array.chunks, name=f"{name}-{uuid.uuid4().hex}")[:n_frames]
+            lazy = lazy_checked(array, location, name=f"{name}-{uuid.uuid4().hex}")[:n_frames]
             var_attrs = {k: v for k, v in array.attrs.items() if k != "coordinates"}
             data_vars[name] = xr.Variable(FRAME_SERIES.dims, lazy, attrs=var_attrs)
     coords: dict[str, Any] = {
         "frame": ("frame", np.arange(n_frames, dtype="int64")),
-        "time_s": ("frame", np.asarray(group["time_s"][:n_frames]), dict(group["time_s"].attrs)),
+        "time_s": (
+            "frame",
+            read_checked(group["time_s"], slice(0, n_frames), location),
+            dict(group["time_s"].attrs),
+        ),
     }
     for name in SHIFT_VARIABLES:
         if name in group and group[name].shape == (n_frames,):
-            coords[name] = ("frame", np.asarray(group[name][:]), {"units": "px"})
+            coords[name] = ("frame", read_checked(group[name], slice(None), location), {"units": "px"})
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     return validate(ds, Layout.FRAME_SERIES, source=location)
 

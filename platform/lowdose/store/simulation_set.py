@@ -12,7 +12,10 @@ Write protocol (crash-safe): the store is created complete-but-empty in a temp
 directory and renamed into place; per structure, the ground-truth part file is
 written (temp + rename), then the image region, then ``done`` for those images.
 An image is therefore never marked done before its data and ground truth are
-durable, and a re-run skips exactly the done images. No torch here.
+durable, and a re-run skips exactly the done images. ``clean`` chunks end in a crc32c
+checksum and are read through :mod:`lowdose.store.integrity` (a corrupt image is a
+StoreError naming its chunk); a full disk is a
+:class:`~lowdose.errors.StorageFullError` and the re-run resumes. No torch here.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import xarray as xr
 
 from lowdose.errors import StoreError
 from lowdose.store import schema
+from lowdose.store.integrity import checksum_codecs, lazy_checked, storage_full_as_error
 
 PER_IMAGE_COORDS = (
     "defocus_nm",
@@ -125,7 +129,11 @@ def create_simulation_set(
     tmp = path.with_name(path.name + ".creating")
     if tmp.exists():
         shutil.rmtree(tmp)
-    ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
+    from zarr.codecs import ZstdCodec
+
+    encoding = {"clean": {"compressors": checksum_codecs(ZstdCodec(level=0))}}
+    with storage_full_as_error(path, "creating the SimulationSet"):
+        ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
     tmp.rename(path)
     _parts_dir(path).mkdir(parents=True, exist_ok=True)
     return True
@@ -157,19 +165,19 @@ def write_images(
     table["model_id"] = np.int64(model_id)
     table = table[[*schema.GROUND_TRUTH_COLUMNS, "model_id"]]
     part = _parts_dir(path) / f"model_{model_id:06d}.parquet"
-    part.parent.mkdir(parents=True, exist_ok=True)
-    tmp = part.with_name(part.name + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(part)
-
     region = {"image": slice(first_image, first_image + n)}
     data = xr.Dataset(
         {"clean": (("image", "y", "x"), np.asarray(clean, dtype=np.float32))},
         coords={"contrast": ("image", np.asarray(list(contrast), dtype=object))},
     )
-    data.to_zarr(path, region=region, consolidated=False, safe_chunks=False)
     flag = xr.Dataset({"done": (("image",), np.ones(n, dtype=np.uint8))})
-    flag.to_zarr(path, region=region, consolidated=False, safe_chunks=False)
+    with storage_full_as_error(path, f"writing images {first_image}–{first_image + n - 1}"):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        tmp = part.with_name(part.name + ".tmp")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(part)
+        data.to_zarr(path, region=region, consolidated=False, safe_chunks=False)
+        flag.to_zarr(path, region=region, consolidated=False, safe_chunks=False)
 
 
 def finalize_ground_truth(path: str | Path) -> Path:
@@ -237,6 +245,7 @@ def open_simulation_set(path: str | Path, complete_only: bool = True) -> xr.Data
     except Exception as err:  # zarr/xarray raise many kinds for a corrupt store
         raise StoreError(f"{path}: not a readable zarr store ({type(err).__name__})") from None
     schema.validate(ds, schema.Layout.SIMULATION_SET, str(path))
+    ds = ds.assign(clean=ds["clean"].copy(data=_checked_clean(path)))
     # Per-image coords and flags are small: load them so queries never touch dask.
     small = [name for name in ds.variables if ds[name].dims == ("image",)]
     ds = ds.assign({name: ds[name].load() for name in small if name in ds.data_vars})
@@ -244,6 +253,16 @@ def open_simulation_set(path: str | Path, complete_only: bool = True) -> xr.Data
     if complete_only:
         ds = ds.isel(image=np.flatnonzero(ds["done"].values))
     return ds
+
+
+def _checked_clean(path: Path) -> Any:
+    """``clean`` as a dask array whose reads verify chunk checksums (StoreError naming the chunk)."""
+    import uuid
+
+    import zarr
+
+    array = zarr.open_array(str(path), path="clean", mode="r")
+    return lazy_checked(array, str(path), name=f"clean-{uuid.uuid4().hex}")
 
 
 def select(ds: xr.Dataset, **criteria: Any) -> xr.Dataset:

@@ -3,8 +3,9 @@
 A checkpoint directory holds ``model.safetensors`` (the state dict),
 ``optimizer.safetensors`` (per-parameter optimiser tensors) and ``state.json``
 (step, optimiser param groups, scheduler, early-stopping state, log position).
-It is written to ``<dir>.tmp`` and renamed into place, so a crash never leaves a
-half-written checkpoint. torch/safetensors only.
+It is written to ``<dir>.tmp`` and renamed into place (the previous one moves to
+``<dir>.old`` for the instant between the two renames; loading falls back to it), so a
+crash never leaves a half-written checkpoint. torch/safetensors only.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model and optimiser in place from ``directory``; return the JSON state."""
     directory = Path(directory)
+    previous = directory.with_name(directory.name + ".old")
+    if not (directory / "state.json").exists() and (previous / "state.json").exists():
+        directory = previous  # killed between moving the old checkpoint aside and renaming the new one
     if not (directory / "state.json").exists():
         raise LowdoseInputError(f"{directory}: no checkpoint to resume from (state.json missing)")
     state: dict[str, Any] = json.loads((directory / "state.json").read_text())

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from lowdose.errors import StoreError
 from lowdose.physics.noise import poisson_noise
+from lowdose.store.integrity import read_checked
 
 VALIDATION_STREAM = 2**31 - 1
 """Seed-sequence entry that separates validation patches from training samples."""
@@ -88,7 +89,8 @@ def extract_patch(
             raise StoreError(f"patch size {patch_size} exceeds image size {height}×{width}")
     y0 = int(rng.integers(0, height - side + 1))
     x0 = int(rng.integers(0, width - side + 1))
-    region = np.asarray(array[image, y0 : y0 + side, x0 : x0 + side], dtype=np.float32)
+    selection = (image, slice(y0, y0 + side), slice(x0, x0 + side))
+    region = read_checked(array, selection, str(array.store)).astype(np.float32, copy=False)
     if angle == 0.0 and scale == 1.0:
         offset = (side - patch_size) // 2
         patch = region[offset : offset + patch_size, offset : offset + patch_size]
