@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# The fault suite's session tally: a plugin (not tests/faults/conftest.py) so the xdist
+# controller, which collects nothing, also prints its summary line.
+pytest_plugins = ["tests.faults.ledger"]
+
 # Each test process may start a LocalCluster; keep BLAS/torch from oversubscribing the 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
