@@ -1,8 +1,7 @@
 """``lowdose demo`` end to end, its picture, and the quickstart notebook on what it wrote.
 
-The demo runs once per session (fixture ``demo_run`` in ``conftest.py``); the notebook
-test lives here, next to the demo test, so that pytest-xdist gives both the same worker
-and the demo is not run twice.
+The demo runs once per session (fixture ``demo_run`` in ``conftest.py``, shared by the
+pytest-xdist workers), and the notebook reads what it wrote.
 """
 
 from __future__ import annotations
@@ -39,11 +38,19 @@ def test_demo_end_to_end_then_reuses_its_work(demo_run: DemoRun) -> None:
     assert listed.returncode == 0, listed.stderr
     for name in ("series", "run.denoised", "run.columns", "run.frames", "default_model"):
         assert name in listed.stdout
-    drawn = figure.stat().st_mtime_ns
-    again = demo_run.again()
+    again = demo_run.again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "surface-column F1" in again.stdout
-    assert figure.stat().st_mtime_ns > drawn  # the picture is redrawn from the reused products
+    # the second run reused the series (no new simulation) and redrew the picture
+    assert _simulation_s(again.stdout) < _simulation_s(first.stdout) / 2
+    assert demo_run.figure_ns_after_first is not None
+    assert figure.stat().st_mtime_ns > demo_run.figure_ns_after_first
+
+
+def _simulation_s(stdout: str) -> float:
+    found = re.search(r"simulation\s+([\d.]+) s", stdout)
+    assert found is not None, stdout
+    return float(found.group(1))
 
 
 def test_quickstart_notebook_is_stored_without_outputs() -> None:
