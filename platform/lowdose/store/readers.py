@@ -396,12 +396,46 @@ class Hdf5Source(FrameSource):
             self._file = None
 
 
+def check_hdf5_datasets(path: Path) -> None:
+    """Refuse an HDF5-based file (EMD, HSPY) before a library lays out lazy arrays over it.
+
+    Every dataset of 2+ dimensions must store its data inside the file (no virtual or
+    external storage) and claim at most :data:`MAX_EXPANSION` times the bytes it stores:
+    rosettasciio would otherwise spend minutes and gigabytes building the dask graph of
+    a header that claims 10^7 frames.
+    """
+    import h5py
+
+    problems: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset) or obj.ndim < 2 or problems:
+            return
+        if obj.is_virtual or obj.external:
+            problems.append(f"dataset /{name} reads its data from other files (virtual or external storage)")
+            return
+        claimed = math.prod(obj.shape) * obj.dtype.itemsize
+        stored = int(obj.id.get_storage_size())
+        if claimed > MAX_EXPANSION * max(stored, 1):
+            problems.append(
+                f"dataset /{name} of shape {obj.shape} claims {claimed} bytes but stores {stored} "
+                f"(more than {MAX_EXPANSION}× expansion); absurd dimensions or unwritten chunks"
+            )
+
+    with library_errors(str(path), "HDF5"), h5py.File(path, "r") as handle:
+        handle.visititems(visit)
+    if problems:
+        raise FormatError(f"{path}: {problems[0]}")
+
+
 class RsciioSource(FrameSource):
     """DM3/DM4, EMD, SER and HSPY through rosettasciio, read lazily (dask) batch by batch."""
 
     def __init__(self, path: Path, plugin: str) -> None:
         import importlib
 
+        if plugin in ("emd", "hspy"):
+            check_hdf5_datasets(path)
         with library_errors(str(path), plugin):
             reader = importlib.import_module(f"rsciio.{plugin}").file_reader
             signals = reader(str(path), lazy=True)

@@ -274,3 +274,23 @@ def test_tiff_claiming_huge_pages_is_refused_before_decoding(tmp_path: Path, com
                 _put(raw, int(tag.valueoffset), "<I" if tag.dtype in (4, 16) else "<H", 16000)
     src.write_bytes(bytes(raw))
     assert _check_ingest(src, tmp_path) == "refused"
+
+
+@pytest.mark.parametrize("n_frames", [2**24, 2**40])
+def test_emd_claiming_millions_of_frames_is_refused_quickly(tmp_path: Path, n_frames: int) -> None:
+    """rosettasciio alone spent minutes and ~1 GB laying out 2^24 one-frame chunks of this file."""
+    src = tmp_path / "input.emd"
+    with h5py.File(src, "w") as f:
+        f.attrs["version_major"] = 0
+        f.attrs["version_minor"] = 2
+        group = f.create_group("data/signal")
+        group.attrs["emd_group_type"] = 1
+        data = group.create_dataset(
+            "data", shape=(n_frames, 12, 10), dtype="uint16", chunks=(1, 12, 10), compression="gzip"
+        )
+        data[0] = _frames()[0]
+        for i, name in enumerate(("t", "y", "x"), 1):
+            dim = group.create_dataset(f"dim{i}", data=np.array([0.0, 1.0]))
+            dim.attrs["name"] = name
+            dim.attrs["units"] = "[n_m]"
+    assert _check_ingest(src, tmp_path) == "refused"
