@@ -44,8 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "split_seed": 0,
 }
-"""Options: ``image`` (global index; default: the first white-contrast image of the
-held-out structures of a (0.8, 0.1, 0.1) structure split with ``split_seed``),
+"""Options: ``image`` (global index; default: the first white-contrast image the model
+never saw, see :func:`held_out_images`; ``split_seed`` applies when the card has no split),
 ``window_px`` (side of the plotted window), ``dose_e_per_px`` and ``seed`` of the
 Poisson noise drawn for the input."""
 
@@ -120,20 +120,51 @@ def choose_pixels(
     }
 
 
-def default_image(ds: xr.Dataset, columns: pd.DataFrame, split_seed: int = 0) -> int:
-    """The first held-out image (by contrast white, mixed, black) with surface and bulk columns."""
-    from lowdose.store.simulation_set import split_by_structure
+def held_out_images(
+    data: Path, ds: xr.Dataset, card: dict[str, Any], split_seed: int = 0
+) -> tuple[npt.NDArray[np.int64], str]:
+    """Test images the model never saw, and a phrase saying where they come from.
 
+    The model's own test split when its card records a training run on a store of
+    the same name (selection, split fractions and seed are replayed); otherwise the
+    held-out structures of a (0.8, 0.1, 0.1) structure split of ``ds`` with ``split_seed``.
+    """
+    from lowdose.store.simulation_set import split_by_structure
+    from lowdose.training.data import resolve_splits
+
+    record = (card.get("training") or {}).get("config") or {}
+    if record and Path(str(record.get("data", ""))).name == Path(data).name:
+        fractions = tuple(float(f) for f in record.get("split_fractions", (0.8, 0.1, 0.1)))
+        splits = resolve_splits(
+            data,
+            record.get("selection") or {},
+            (fractions[0], fractions[1], fractions[2]),
+            int(record.get("split_seed", 0)),
+        )
+        if len(splits.test):
+            return splits.test, "the model's own test split (replayed from its card)"
     test = split_by_structure(ds, (0.8, 0.1, 0.1), split_seed)[2]
-    pool = test if test.sizes["image"] else ds
+    if test.sizes["image"]:
+        return (
+            np.asarray(test["image"].values, dtype=np.int64),
+            f"held-out structures of a (0.8, 0.1, 0.1) structure split, seed {split_seed}",
+        )
+    return np.asarray(ds["image"].values, dtype=np.int64), "all images (too few structures to hold any out)"
+
+
+def default_image(ds: xr.Dataset, columns: pd.DataFrame, images: npt.ArrayLike) -> int:
+    """The first of ``images`` (by contrast white, mixed, black) with surface and bulk columns."""
+    pool = ds.sel(image=np.asarray(images, dtype=np.int64))
     has_both = columns.groupby("image")["surface"].agg(lambda s: bool(s.any() and not s.all()))
-    images = np.asarray(pool["image"].values, dtype=np.int64)
+    candidates = np.asarray(pool["image"].values, dtype=np.int64)
     contrast = np.array([str(c) for c in np.asarray(pool["contrast"].values).tolist()])
     for wanted in ("white", "mixed", "black", None):
-        for image, c in zip(images.tolist(), contrast.tolist(), strict=True):
+        for image, c in zip(candidates.tolist(), contrast.tolist(), strict=True):
             if (wanted is None or c == wanted) and bool(has_both.get(image, False)):
                 return int(image)
-    raise LowdoseInputError("filters: no image of the SimulationSet has both surface and bulk columns")
+    raise LowdoseInputError(
+        "filters: no held-out image has both surface and bulk columns; pass --option image"
+    )
 
 
 def _window(array: npt.NDArray[Any], y: int, x: int, side: int) -> npt.NDArray[np.float32]:
@@ -295,7 +326,11 @@ def run(
 
     ds = open_simulation_set(data)
     truth = read_ground_truth(data)
-    image = opts["image"] if opts["image"] is not None else default_image(ds, truth, int(opts["split_seed"]))
+    if opts["image"] is None:
+        held_out, source = held_out_images(data, ds, card, int(opts["split_seed"]))
+        image = default_image(ds, truth, held_out)
+    else:
+        image, source = int(opts["image"]), "chosen with --option image"
     if image not in set(np.asarray(ds["image"].values).tolist()):
         raise LowdoseInputError(f"{NAME} --option image: {image} is not a finished image of {data}")
     meta = ds.sel(image=image)
@@ -385,7 +420,7 @@ def run(
     figure = _figure(
         out / f"{NAME}.png", inputs, {k: results[k]["filter_window"] for k in KINDS}, marks, describe
     )
-    return _markdown(out, data, model, card, opts, describe, table, figure)
+    return _markdown(out, data, model, card, opts, f"{describe} ({source})", table, figure)
 
 
 def _markdown(

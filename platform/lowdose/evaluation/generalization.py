@@ -44,7 +44,7 @@ FACTORS = ("contrast", "particle", "defect")
 REFERENCE_SIGMAS_PX = (4.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 DEFAULTS: dict[str, Any] = {
     "factors": FACTORS,
-    "steps": 600,
+    "steps": 300,
     "patch_size": 128,
     "batch_size": 4,
     "learning_rate": 1e-3,
@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "test_fraction": 0.3,
     "split_seed": 0,
     "seed": 0,
-    "test_images": 6,
+    "test_images": 4,
     "realisations": 1,
     "dose_e_per_px": 0.45,
     "include_all": True,

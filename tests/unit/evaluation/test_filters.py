@@ -136,3 +136,19 @@ def test_bad_options(store: Path, bias_free: Path, tmp_path: Path) -> None:
         )
     with pytest.raises(LowdoseInputError, match="not a finished image"):
         filters.run(store, tmp_path, model=str(bias_free), client=None, options={"image": 9}, progress=False)
+
+
+def test_default_image_is_one_the_model_never_saw(store: Path) -> None:
+    from lowdose.store.simulation_set import open_simulation_set, read_ground_truth
+
+    ds = open_simulation_set(store)
+    trained = {"data": "elsewhere/set.zarr", "selection": {}, "split_fractions": [0.5, 0.0, 0.5]}
+    # split seed 0 deals structure 0 to training and structure 1 to test: image 1 is held out
+    images, source = filters.held_out_images(store, ds, {"training": {"config": trained}})
+    assert images.tolist() == [1] and source.startswith("the model's own test split")
+    assert filters.default_image(ds, read_ground_truth(store), images) == 1
+    other = {"training": {"config": {**trained, "data": "other.zarr"}}}
+    images, source = filters.held_out_images(store, ds, other)
+    # two structures are too few for a (0.8, 0.1, 0.1) split: every image is a candidate
+    assert source.startswith("all images") and images.tolist() == [0, 1]
+    assert filters.held_out_images(store, ds, {})[1].startswith("all images")
