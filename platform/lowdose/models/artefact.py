@@ -137,9 +137,9 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
 def _refuse_pickle(path: Path) -> LowdoseInputError:
     return FormatError(
         f"{path}: a pickle-based checkpoint; lowdose loads models only from safetensors artefacts "
-        "(unpickling a file can run code). Import trusted weights explicitly with "
-        "lowdose.models.artefact.import_torch_checkpoint (torch.load weights_only=True), "
-        "then save_artefact"
+        "(unpickling a file can run code). Import a trusted state dict explicitly with "
+        "'lowdose model import' or lowdose.models.artefact.import_torch_checkpoint "
+        "(torch.load weights_only=True)"
     )
 
 
@@ -281,6 +281,7 @@ def import_torch_checkpoint(path: str | Path, name: str, **config: Any) -> nn.Mo
         raise FormatError(f"{path}: no such checkpoint") from None
     except pickle.UnpicklingError as err:  # what the weights-only unpickler raises for code
         first = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+        first = first.split(". Please", 1)[0]  # drop torch's hint on how to allowlist the global
         raise FormatError(
             f"{path}: refused: the checkpoint holds Python objects other than tensors, and "
             f"unpickling them could run code{f' ({first})' if first else ''}; only plain state dicts "

@@ -99,6 +99,29 @@ def test_pickle_checkpoint_is_refused_by_the_explicit_import(tmp_path: Path) -> 
     _payload_is_live(evil, marker)
 
 
+@pytest.mark.slow  # two CLI subprocesses; save_artefact probes FLOPs and receptive field at 1024²
+def test_cli_model_import_refuses_the_pickle_and_imports_the_state_dict(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = _evil_checkpoint(tmp_path / "evil.pt", marker)
+    torch.save(build("dncnn", **CONFIG).state_dict(), tmp_path / "plain.pt")
+    args = ["--architecture", "dncnn", "--config", "depth=3", "--config", "channels=4"]
+
+    def cli(source: str, out: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "lowdose", "model", "import", source, *args, "--out", out]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    refused = cli(str(evil), "evil_artefact")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "could run code" in refused.stderr
+    assert not marker.exists() and not (tmp_path / "evil_artefact").exists()
+    imported = cli("plain.pt", "artefact")
+    assert imported.returncode == 0, imported.stderr
+    model, card = load_model(tmp_path / "artefact")
+    assert card["training"]["imported_from"] == "plain.pt"
+    assert sum(p.numel() for p in model.parameters()) == card["parameters"]
+    _payload_is_live(evil, marker)
+
+
 def test_explicit_import_of_a_plain_state_dict_works(tmp_path: Path) -> None:
     model = build("dncnn", **CONFIG)
     torch.save(model.state_dict(), tmp_path / "plain.pt")
