@@ -75,6 +75,56 @@ def test_run_writes_denoised_and_tables(tmp_path, client, handle):
     assert len(catalog.open("out.frames")) == 10
 
 
+def test_series_and_outputs_at_an_fsspec_url_match_the_local_run(tmp_path, client, handle):
+    """Series in and outputs out through fsspec (the in-memory filesystem, shared by the threads)."""
+    import uuid
+
+    import fsspec
+
+    series = write_series(tmp_path / "s.zarr", n_frames=8, shape=(32, 32), chunk_frames=4, with_truth=True)
+    root = f"memory://lowdose-{uuid.uuid4().hex}"
+    memory = fsspec.filesystem("memory")
+    memory.put(str(series), f"{root}/s.zarr", recursive=True)
+    memory.pipe_file(f"{root}/s.columns.parquet", (tmp_path / "s.columns.parquet").read_bytes())
+    local = run_pipeline(
+        _config(series, tmp_path / "local", time_average_frames=2),
+        client,
+        model=handle,
+        kernel=toy_analyze_frame,
+    )
+    config = _config(f"{root}/s.zarr", f"{root}/run/", time_average_frames=2)
+    assert config.out == f"{root}/run"  # a URL stays a string ('s3://b' as a Path would be 's3:/b')
+    remote = run_pipeline(config, client, model=handle, kernel=toy_analyze_frame)
+    try:
+        assert remote.chunks_run == 2 and remote.outputs["frames"] == f"{root}/run/frames.parquet"
+        den = open_denoised(remote.outputs["denoised"])
+        assert den.attrs["source_series"] == f"{root}/s.zarr"
+        np.testing.assert_array_equal(
+            den["denoised"].values, open_denoised(local.outputs["denoised"])["denoised"].values
+        )
+        for name in ("columns.parquet", "frames.parquet", "frames_avg2.parquet"):
+            pd.testing.assert_frame_equal(
+                read_table(f"{root}/run/{name}"), read_table(tmp_path / "local" / name)
+            )
+        assert (read_table(f"{root}/run/frames.parquet")["n_truth"] == 4).all()  # ground truth read remotely
+        assert Progress(f"{root}/run", "analyze").done_chunks() == {0, 1}
+        again = run_pipeline(config, client, model=handle, kernel=toy_analyze_frame)
+        assert (again.chunks_run, again.chunks_skipped) == (0, 2)
+    finally:
+        memory.rm(root, recursive=True)
+
+
+def test_remote_outputs_are_not_registered_in_the_local_catalog():
+    from lowdose.errors import ConfigError
+
+    with pytest.raises(ValueError, match="register_catalog: the catalog records local products only"):
+        PipelineConfig.model_validate({"series": "s3://b/s.zarr", "out": "/tmp/out"})
+    from lowdose.config.base import validate_config
+
+    with pytest.raises(ConfigError, match="--no-catalog"):
+        validate_config(PipelineConfig, {"series": "s.zarr", "out": "s3://b/run"}, "p.yaml")
+
+
 def test_resume_after_a_crash_is_byte_identical(tmp_path, client, handle):
     series = write_series(tmp_path / "s.zarr", n_frames=12, shape=(32, 32), chunk_frames=4)
     cfg = _config(series, tmp_path / "a")

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from lowdose.cli._pipeline_options import (
+    BackendOption,
     ClusterOption,
+    GpusOption,
     NoCatalogOption,
     OverwriteOption,
     QuietOption,
@@ -15,6 +17,7 @@ from lowdose.cli._pipeline_options import (
     ThreadsOption,
     WorkersOption,
     cluster_overrides,
+    merge_cluster,
     run_and_report,
 )
 
@@ -24,11 +27,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("analyze")
     def analyze(
-        series: Path = typer.Argument(..., help="FrameSeries zarr store (the raw counts)."),
-        denoised: Path = typer.Option(..., "--denoised", help="DenoisedSeries of the same frames."),
-        out: Path = typer.Option(
-            ..., "--out", help="Output folder: OUT/columns.parquet, OUT/frames.parquet."
-        ),
+        series: str = typer.Argument(..., help="FrameSeries of the raw counts (path or fsspec URL)."),
+        denoised: str = typer.Option(..., "--denoised", help="DenoisedSeries of the same frames."),
+        out: str = typer.Option(..., "--out", help="Output folder: OUT/columns.parquet, OUT/frames.parquet."),
         analysis: Path | None = typer.Option(None, "--analysis", help="YAML file with the analysis block."),
         time_average: int | None = typer.Option(
             None, "--time-average", min=2, help="Also analyse sums of N frames."
@@ -37,6 +38,8 @@ def register(app: typer.Typer) -> None:
         scheduler: str | None = SchedulerOption,
         n_workers: int | None = WorkersOption,
         threads_per_worker: int | None = ThreadsOption,
+        gpus: str | None = GpusOption,
+        option: list[str] = BackendOption,
         overwrite: bool = OverwriteOption,
         no_catalog: bool = NoCatalogOption,
         quiet: bool = QuietOption,
@@ -59,7 +62,9 @@ def register(app: typer.Typer) -> None:
             "denoised": str(denoised),
             "analysis": block,
             "time_average_frames": time_average,
-            "cluster": cluster_overrides(cluster, scheduler, n_workers, threads_per_worker),
+            "cluster": merge_cluster(
+                {}, cluster_overrides(cluster, scheduler, n_workers, threads_per_worker, gpus, option)
+            ),
             "register_catalog": not no_catalog,
             "progress": not quiet,
         }

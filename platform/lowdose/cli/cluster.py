@@ -13,30 +13,17 @@ from typing import Any
 
 import typer
 
+from lowdose.cli._pipeline_options import BackendOption, GpusOption, cluster_overrides, merge_cluster
+
 cluster_app = typer.Typer(help="Start, inspect and list Dask clusters.", no_args_is_help=True)
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """Parse one ``--option KEY=VALUE`` (the value is read as YAML: numbers, lists, booleans)."""
-    import yaml
-
-    from lowdose.errors import ConfigError
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--option {text!r}: expected KEY=VALUE")
-    try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
 
 
 def read_cluster_file(path: Path) -> dict[str, Any]:
     """The ``cluster:`` block of a YAML file (a pipeline config, or a file holding only that block).
 
-    Returns the fields of :class:`~lowdose.parallel.pipeline.ClusterConfig` plus
-    ``options`` (backend options such as ``cores`` or ``spec``), validated strictly.
+    Returns the fields of :class:`~lowdose.parallel.pipeline.ClusterConfig`
+    (``options`` holds backend options such as ``cores`` or ``spec``), validated
+    strictly per backend. A relative ``options.spec`` is relative to the file.
     """
     import yaml
 
@@ -56,11 +43,15 @@ def read_cluster_file(path: Path) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: cluster: expected a mapping")
     block = dict(block)
-    options = block.pop("options", None) or {}
+    options = block.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{path}: cluster.options: expected a mapping")
-    fields = validate_config(ClusterConfig, block, f"{path} (cluster)").model_dump(exclude={"version"})
-    return {**fields, "options": options}
+    if isinstance(options.get("spec"), str) and not Path(options["spec"]).is_absolute():
+        block["options"] = {**options, "spec": str(path.resolve().parent / options["spec"])}
+    fields: dict[str, Any] = validate_config(ClusterConfig, block, f"{path} (cluster)").model_dump(
+        exclude={"version"}
+    )
+    return fields
 
 
 @cluster_app.command("up")
@@ -73,15 +64,8 @@ def up(
     threads_per_worker: int | None = typer.Option(
         None, "--threads-per-worker", min=1, help="Threads/worker."
     ),
-    gpus: str | None = typer.Option(
-        None, "--gpus", help="local-cuda: GPUs to use, e.g. '0,1' (sets CUDA_VISIBLE_DEVICES)."
-    ),
-    option: list[str] = typer.Option(
-        [],
-        "--option",
-        "-o",
-        help="Backend option KEY=VALUE (repeatable), e.g. -o cores=8 -o walltime=2:00:00.",
-    ),
+    gpus: str | None = GpusOption,
+    option: list[str] = BackendOption,
     run_for_s: float | None = typer.Option(
         None, "--for", min=0, help="Stop after this many seconds (default: run until Ctrl-C)."
     ),
@@ -89,23 +73,19 @@ def up(
     """Start a Dask cluster, print its scheduler and dashboard addresses, keep it up until Ctrl-C."""
     import time
 
+    from lowdose.config.base import validate_config
     from lowdose.parallel.cluster import connect
+    from lowdose.parallel.pipeline import ClusterConfig
 
-    settings: dict[str, Any] = read_cluster_file(config) if config else {"options": {}}
-    options = dict(settings.pop("options"))
-    options.update(dict(parse_option(text) for text in option))
-    if gpus is not None:
-        options["CUDA_VISIBLE_DEVICES"] = gpus
-    if cluster is not None:
-        settings["name"] = cluster
-    if n_workers is not None:
-        settings["n_workers"] = n_workers
-    if threads_per_worker is not None:
-        settings["threads_per_worker"] = threads_per_worker
-    name = settings.pop("name", "auto")
-    if name == "auto" and not settings.get("scheduler"):
-        name = "local"  # `up` of "auto" means a cluster on this machine
-    with connect(name, quiet=True, **settings, **options) as client:
+    settings: dict[str, Any] = read_cluster_file(config) if config else {}
+    given = cluster_overrides(cluster, None, n_workers, threads_per_worker, gpus, option)
+    settings = merge_cluster(settings, given)
+    if settings.get("name", "auto") == "auto" and not settings.get("scheduler"):
+        settings["name"] = "local"  # `up` of "auto" means a cluster on this machine
+    source = f"{config} (cluster) + command line" if config else "command line"
+    checked = validate_config(ClusterConfig, settings, source).model_dump(exclude={"version"})
+    name, options = checked.pop("name"), checked.pop("options")
+    with connect(name, quiet=True, options=options, **checked) as client:
         address = client.scheduler_info()["address"]
         typer.echo(f"scheduler: {address}")
         typer.echo(f"dashboard: {client.dashboard_link}")

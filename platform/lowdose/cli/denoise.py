@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from lowdose.cli._pipeline_options import (
+    BackendOption,
     ClusterOption,
+    GpusOption,
     NoCatalogOption,
     OverwriteOption,
     QuietOption,
@@ -15,6 +15,7 @@ from lowdose.cli._pipeline_options import (
     ThreadsOption,
     WorkersOption,
     cluster_overrides,
+    merge_cluster,
     run_and_report,
 )
 
@@ -24,8 +25,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("denoise")
     def denoise(
-        series: Path = typer.Argument(..., help="FrameSeries zarr store."),
-        out: Path = typer.Option(..., "--out", help="Output folder; the frames go to OUT/denoised.zarr."),
+        series: str = typer.Argument(
+            ..., help="FrameSeries zarr store (path or fsspec URL, e.g. s3://bucket/s.zarr)."
+        ),
+        out: str = typer.Option(..., "--out", help="Output folder or URL; frames go to OUT/denoised.zarr."),
         model: str = typer.Option("default", "--model", help="Model artefact name or path."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         tile_px: int = typer.Option(1024, "--tile-px", help="Frames larger than this are tiled."),
@@ -35,6 +38,8 @@ def register(app: typer.Typer) -> None:
         scheduler: str | None = SchedulerOption,
         n_workers: int | None = WorkersOption,
         threads_per_worker: int | None = ThreadsOption,
+        gpus: str | None = GpusOption,
+        option: list[str] = BackendOption,
         overwrite: bool = OverwriteOption,
         no_catalog: bool = NoCatalogOption,
         quiet: bool = QuietOption,
@@ -49,7 +54,9 @@ def register(app: typer.Typer) -> None:
             "tile_px": tile_px,
             "batch_frames": batch_frames,
             "out_dtype": out_dtype,
-            "cluster": cluster_overrides(cluster, scheduler, n_workers, threads_per_worker),
+            "cluster": merge_cluster(
+                {}, cluster_overrides(cluster, scheduler, n_workers, threads_per_worker, gpus, option)
+            ),
             "register_catalog": not no_catalog,
             "progress": not quiet,
         }

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from lowdose.cli._pipeline_options import (
+    BackendOption,
     ClusterOption,
+    GpusOption,
     NoCatalogOption,
     OverwriteOption,
     QuietOption,
@@ -15,6 +17,7 @@ from lowdose.cli._pipeline_options import (
     ThreadsOption,
     WorkersOption,
     cluster_overrides,
+    merge_cluster,
     run_and_report,
 )
 
@@ -31,6 +34,8 @@ def register(app: typer.Typer) -> None:
         scheduler: str | None = SchedulerOption,
         n_workers: int | None = WorkersOption,
         threads_per_worker: int | None = ThreadsOption,
+        gpus: str | None = GpusOption,
+        option: list[str] = BackendOption,
         overwrite: bool = OverwriteOption,
         no_catalog: bool = NoCatalogOption,
         quiet: bool = QuietOption,
@@ -48,9 +53,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"{pipeline}: not valid YAML") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{pipeline}: expected a mapping of keys to values")
-        overrides = cluster_overrides(cluster, scheduler, n_workers, threads_per_worker)
+        overrides = cluster_overrides(cluster, scheduler, n_workers, threads_per_worker, gpus, option)
         if overrides:
-            data["cluster"] = {**(data.get("cluster") or {}), **overrides}
+            data["cluster"] = merge_cluster(data.get("cluster"), overrides)
         if no_catalog:
             data["register_catalog"] = False
         if quiet:
@@ -64,4 +69,9 @@ def register(app: typer.Typer) -> None:
                 and "://" not in data[key]
             ):
                 data[key] = str(base / data[key])
+        block = data.get("cluster")
+        options = block.get("options") if isinstance(block, dict) else None
+        if isinstance(options, dict) and isinstance(options.get("spec"), str):
+            if not Path(options["spec"]).is_absolute():  # the kubernetes DaskCluster spec file
+                options["spec"] = str(base / options["spec"])
         run_and_report(data, str(pipeline), overwrite)

@@ -41,10 +41,15 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     parts = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "<root>"
+        msg = item["msg"]
+        if item["type"] == "value_error":  # a validator's own message, without pydantic's prefix
+            msg = str((item.get("ctx") or {}).get("error", msg))
         if item["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}'")
+        elif not item["loc"]:
+            parts.append(msg)
         else:
-            parts.append(f"'{loc}': {item['msg']}")
+            parts.append(f"'{loc}': {msg}")
     return f"{source}: invalid config: " + "; ".join(parts)
 
 

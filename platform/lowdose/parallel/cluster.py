@@ -10,10 +10,18 @@ imported on demand, like ``CONFIG_KINDS``):
   the ``[gpu]`` extra);
 - ``address``: connect to a running scheduler.
 
-Batch-system and Kubernetes backends (the deploy issue) plug in with a one-line
-entry in :data:`BACKENDS` or with :func:`register_backend`: a backend is a
-function ``(ClusterOptions) -> cluster`` returning anything a
-:class:`distributed.Client` accepts and that has ``close()``.
+- ``slurm`` / ``pbs`` (:mod:`lowdose.parallel.jobqueue`) and ``kubernetes``
+  (:mod:`lowdose.parallel.kube`).
+
+More backends plug in with a one-line entry in :data:`BACKENDS` or with
+:func:`register_backend`: a backend is a function ``(ClusterOptions) -> cluster``
+returning anything a :class:`distributed.Client` accepts and that has ``close()``.
+
+Backend options (the ``options:`` mapping of a ``cluster:`` block, ``-o KEY=VALUE``
+of ``lowdose cluster up``, the keyword arguments of :func:`connect`) are
+validated strictly against the backend's options model in
+:data:`BACKEND_OPTIONS` (:func:`validate_backend_options`); a backend without a
+model there gets them unchecked.
 
 Imports dask/distributed only inside functions; never imports torch at module
 level.
@@ -24,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lowdose.errors import LowdoseInputError
+from pydantic import Field, field_validator
+
+from lowdose.config.base import LowdoseConfig, validate_config
+from lowdose.errors import ConfigError, LowdoseInputError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -58,9 +69,135 @@ BACKENDS: dict[str, str | Backend] = {
 """Cluster backend name → ``"module:function"`` (or the function itself)."""
 
 
-def register_backend(name: str, backend: str | Backend) -> None:
-    """Make ``backend`` available as ``--cluster name``."""
+class NoOptions(LowdoseConfig):
+    """Options of a backend that takes none (``address``)."""
+
+
+class LocalOptions(LowdoseConfig):
+    """Options of the ``local`` backend (its shape is ``n_workers``/``threads_per_worker``)."""
+
+    dashboard_address: str = Field(
+        default="127.0.0.1:0", description="Where the dashboard listens (default: a free port)."
+    )
+
+
+GPU_ID_PATTERN = r"^(\d+|(GPU|MIG)-[0-9A-Za-z-]+)$"
+
+
+class LocalCudaOptions(LowdoseConfig):
+    """Options of the ``local-cuda`` backend (one worker per selected GPU)."""
+
+    gpus: list[str] | None = Field(
+        default=None,
+        description="GPUs to use as CUDA_VISIBLE_DEVICES ids, e.g. '0,2' or [0, 2] (default: all visible).",
+    )
+    dashboard_address: str = Field(
+        default="127.0.0.1:0", description="Where the dashboard listens (default: a free port)."
+    )
+    rmm_pool_size: str | None = Field(default=None, description="RMM memory pool per GPU, e.g. '20GB'.")
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [str(value)]
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",")]
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _check(cls, value: list[str] | None) -> list[str] | None:
+        import re
+
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("expected at least one GPU id")
+        bad = [v for v in value if not re.match(GPU_ID_PATTERN, v)]
+        if bad:
+            raise ValueError(f"GPU ids {bad} are not device numbers or GPU-/MIG- UUIDs")
+        if len(set(value)) != len(value):
+            raise ValueError(f"GPU ids {value} repeat a device")
+        return value
+
+
+BACKEND_OPTIONS: dict[str, str | type[LowdoseConfig]] = {
+    "local": LocalOptions,
+    "local-cuda": LocalCudaOptions,
+    "address": NoOptions,
+    "slurm": "lowdose.parallel.jobqueue:JobqueueConfig",
+    "pbs": "lowdose.parallel.jobqueue:JobqueueConfig",
+    "kubernetes": "lowdose.parallel.kube:KubernetesOptions",
+}
+"""Backend name → its options model (or ``"module:Class"``); backends not listed take any options."""
+
+
+def register_backend(
+    name: str, backend: str | Backend, options: str | type[LowdoseConfig] | None = None
+) -> None:
+    """Make ``backend`` available as ``--cluster name`` (with ``options`` validating its options)."""
     BACKENDS[name] = backend
+    if options is not None:
+        BACKEND_OPTIONS[name] = options
+    else:
+        BACKEND_OPTIONS.pop(name, None)
+
+
+def options_model(name: str) -> type[LowdoseConfig] | None:
+    """The options model of backend ``name`` (``None``: the backend checks its own options)."""
+    target = BACKEND_OPTIONS.get(name)
+    if target is None or isinstance(target, type):
+        return target
+    module_name, _, class_name = target.partition(":")
+    model: type[LowdoseConfig] = getattr(importlib.import_module(module_name), class_name)
+    return model
+
+
+def validate_backend_options(
+    name: str, options: dict[str, Any] | None, source: str = "cluster.options"
+) -> dict[str, Any]:
+    """Check ``options`` against backend ``name``'s model; return them (keys with ``_``, not ``-``).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source``, the backend and the offending field, e.g.
+        ``cluster.options (backend slurm): unknown key 'coress'``.
+    """
+    given = {str(k).replace("-", "_"): v for k, v in (options or {}).items()}
+    if name == "auto":
+        if given:
+            raise ConfigError(
+                f"{source}: options {sorted(given)} need a named backend (cluster name / --cluster), "
+                "not 'auto'"
+            )
+        return given
+    model = options_model(name)
+    if model is None:
+        return given
+    from pydantic import ValidationError
+
+    fields = sorted(k for k in model.model_fields if k != "version")
+    if "version" in given:
+        given.pop("version")
+        raise ConfigError(f"{source}.version: unknown option for backend {name!r} (expected {fields})")
+    try:
+        model.model_validate(given)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            where = ".".join([source, *(str(p) for p in item["loc"])]) if item["loc"] else source
+            if item["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown option for backend {name!r} (expected {fields})")
+            elif item["type"] == "value_error":
+                problems.append(f"{where}: {(item.get('ctx') or {}).get('error', item['msg'])}")
+            else:
+                problems.append(f"{where}: {item['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+    return given
 
 
 def available_backends() -> list[str]:
@@ -130,7 +267,8 @@ def local_cluster(options: ClusterOptions) -> Any:
     from distributed import LocalCluster
 
     workers, threads = default_local_shape()
-    kwargs: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
+    settings = validate_config(LocalOptions, options.extra, "--cluster local options")
+    kwargs: dict[str, Any] = {"dashboard_address": settings.dashboard_address}
     if options.processes:
         kwargs["host"] = "127.0.0.1"  # in-process clusters use the inproc:// transport instead
     # glibc reads MALLOC_* once at process start: they must be in the environment the
@@ -142,25 +280,36 @@ def local_cluster(options: ClusterOptions) -> Any:
             threads_per_worker=options.threads_per_worker or threads,
             memory_limit=options.memory_limit,
             processes=options.processes,
-            **{**kwargs, **options.extra},
+            **kwargs,
         )
 
 
-def local_cuda_cluster(options: ClusterOptions) -> Any:
-    """A ``dask_cuda.LocalCUDACluster``: one worker per visible GPU."""
-    try:
-        from dask_cuda import LocalCUDACluster
-    except ImportError as err:
-        raise ImportError(
-            "--cluster local-cuda needs dask-cuda; install the GPU extra: pip install 'lowdose[gpu]'"
-        ) from err
-    kwargs: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", **options.extra}
+def local_cuda_kwargs(options: ClusterOptions) -> dict[str, Any]:
+    """``LocalCUDACluster`` keyword arguments: ``gpus`` becomes ``CUDA_VISIBLE_DEVICES``."""
+    settings = validate_config(LocalCudaOptions, options.extra, "--cluster local-cuda options")
+    kwargs: dict[str, Any] = {"dashboard_address": settings.dashboard_address}
+    if settings.gpus is not None:
+        kwargs["CUDA_VISIBLE_DEVICES"] = ",".join(settings.gpus)
+    if settings.rmm_pool_size is not None:
+        kwargs["rmm_pool_size"] = settings.rmm_pool_size
     if options.n_workers:
         kwargs["n_workers"] = options.n_workers
     if options.threads_per_worker:
         kwargs["threads_per_worker"] = options.threads_per_worker
     if options.memory_limit:
         kwargs["memory_limit"] = options.memory_limit
+    return kwargs
+
+
+def local_cuda_cluster(options: ClusterOptions) -> Any:
+    """A ``dask_cuda.LocalCUDACluster``: one worker per selected (default: visible) GPU."""
+    kwargs = local_cuda_kwargs(options)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:
+        raise ImportError(
+            "--cluster local-cuda needs dask-cuda; install the GPU extra: pip install 'lowdose[gpu]'"
+        ) from err
     return LocalCUDACluster(**kwargs)
 
 
@@ -183,6 +332,7 @@ def connect(
     memory_limit: str | None = "auto",
     processes: bool = True,
     quiet: bool = False,
+    options: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Iterator[Client]:
     """Start (or connect to) a Dask cluster and yield a client; tear down on exit.
@@ -198,8 +348,10 @@ def connect(
         Cluster shape; defaults from :func:`default_local_shape` for ``local``.
     quiet
         Do not print the dashboard link.
-    **extra
-        Passed through to the backend.
+    options, **extra
+        Backend options (see :data:`BACKEND_OPTIONS`), validated before anything
+        starts; ``options`` as a mapping (it may hold names such as ``processes``,
+        the jobqueue processes per job, that clash with the arguments above).
 
     Examples
     --------
@@ -210,6 +362,7 @@ def connect(
     from distributed import Client
 
     name = resolve_backend_name(cluster, scheduler)
+    extra = validate_backend_options(name, {**extra, **(options or {})}, f"--cluster {name} options")
     if name == "address":
         if not scheduler:
             raise LowdoseInputError("--cluster address needs --scheduler ADDRESS")
@@ -221,7 +374,7 @@ def connect(
         finally:
             client.close()
         return
-    options = ClusterOptions(
+    asked = ClusterOptions(
         scheduler=scheduler,
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
@@ -230,7 +383,7 @@ def connect(
         extra=extra,
     )
     backend = _load_backend(name)
-    started = backend(options)
+    started = backend(asked)
     try:
         client = Client(started)
         try:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import Field
 
+from lowdose.config.base import LowdoseConfig, validate_config
 from lowdose.errors import ConfigError, LowdoseInputError
 
 if TYPE_CHECKING:
@@ -25,6 +27,18 @@ SPEC_ENV = "LOWDOSE_KUBE_SPEC"
 """Environment variable naming the ``DaskCluster`` spec file."""
 
 DASK_API_VERSION = "kubernetes.dask.org/v1"
+
+
+class KubernetesOptions(LowdoseConfig):
+    """Options of the ``kubernetes`` backend."""
+
+    spec: str | None = Field(
+        default=None,
+        description=f"DaskCluster spec file (default: ${SPEC_ENV}), e.g. deploy/kubernetes/daskcluster.yaml.",
+    )
+    namespace: str | None = Field(
+        default=None, description="Namespace (default: the spec's metadata.namespace)."
+    )
 
 
 def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -56,8 +70,8 @@ def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def kubernetes_cluster(options: ClusterOptions) -> Any:
     """Backend ``kubernetes``: a ``dask_kubernetes.operator.KubeCluster`` built from the spec file."""
-    extra = dict(options.extra)
-    spec_path = extra.pop("spec", None) or os.environ.get(SPEC_ENV)
+    settings = validate_config(KubernetesOptions, options.extra, "--cluster kubernetes options")
+    spec_path = settings.spec or os.environ.get(SPEC_ENV)
     if not spec_path:
         raise ConfigError(
             f"--cluster kubernetes: give the DaskCluster spec file (option 'spec' or ${SPEC_ENV})"
@@ -71,9 +85,9 @@ def kubernetes_cluster(options: ClusterOptions) -> Any:
         raise ImportError(
             "--cluster kubernetes needs dask-kubernetes: pip install 'lowdose[cluster]'"
         ) from err
-    namespace = extra.pop("namespace", None) or spec["metadata"].get("namespace")
+    namespace = settings.namespace or spec["metadata"].get("namespace")
     try:
-        return KubeCluster(custom_cluster_spec=spec, namespace=namespace, **extra)
+        return KubeCluster(custom_cluster_spec=spec, namespace=namespace)
     except ValueError as err:
         if "credentials" not in str(err):
             raise

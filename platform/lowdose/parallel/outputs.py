@@ -9,8 +9,11 @@ Layout of ``OUT/`` (the dashboard and catalog rely on these names)::
     OUT/_parts/<table>/         one Parquet part per finished frame chunk
     OUT/_progress/<stage>/      manifest.json + one marker per finished chunk
 
-Every file is written to a dot-prefixed temp name and renamed into place. A
-chunk's marker is written only after all its data is in place, so a killed run
+``OUT`` may be a local folder or an fsspec URL (``s3://bucket/run``, see
+:mod:`lowdose.store.location`); the workers write their chunks, parts and
+markers there directly. Locally every file is written to a dot-prefixed temp
+name and renamed into place; on an object store every file is one PUT, which is
+all-or-nothing. A chunk's marker is written only after all its data is in place, so a killed run
 is resumed by redoing exactly the chunks without a marker. The single-file
 tables are assembled from the parts (streamed, one row group per part) once every
 chunk of the stage is done, so they always hold every frame exactly once. A
@@ -21,16 +24,15 @@ The DenoisedSeries' chunks end in a crc32c checksum and are read through
 :mod:`lowdose.store.integrity` (a corrupt chunk is a StoreError naming it); a chunk
 write that runs out of space raises :class:`~lowdose.errors.StorageFullError`.
 
-Imports numpy, pandas, zarr and xarray; never torch.
+Imports numpy, pandas, zarr, xarray and fsspec; never torch.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,10 @@ from lowdose.store.integrity import (
     remove_stale_chunk_temps,
     storage_full_as_error,
 )
+from lowdose.store.location import StorePath
+
+Where = str | os.PathLike[str] | StorePath
+"""A local path, an fsspec URL, or a :class:`~lowdose.store.location.StorePath`."""
 
 DENOISED_NAME = "denoised.zarr"
 COLUMNS_NAME = "columns.parquet"
@@ -57,27 +63,24 @@ def table_name(table: str, average_frames: int | None = None) -> str:
     return f"{table}.parquet" if not average_frames else f"{table}_avg{average_frames}.parquet"
 
 
-def parts_dir(out: Path, table: str, average_frames: int | None = None) -> Path:
+def parts_dir(out: Where, table: str, average_frames: int | None = None) -> StorePath:
     """Folder of a table's per-chunk parts."""
-    return Path(out) / PARTS_NAME / table_name(table, average_frames).removesuffix(".parquet")
+    return StorePath.of(out) / PARTS_NAME / table_name(table, average_frames).removesuffix(".parquet")
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as one Parquet file, via a hidden temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_parquet_atomic(frame: pd.DataFrame, path: Where) -> None:
+    """Write ``frame`` as one Parquet file (local: hidden temp file + rename; remote: one PUT)."""
+    target = StorePath.of(path)
+    if target.remote:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False, engine="pyarrow")
+        target.write_bytes(buffer.getvalue())
+        return
+    local = target.path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False, engine="pyarrow")
-    os.replace(tmp, path)
+    os.replace(tmp, local)
 
 
 def part_name(chunk: int) -> str:
@@ -88,11 +91,11 @@ def part_name(chunk: int) -> str:
 class Progress:
     """Markers and manifest of one stage (``denoise``, ``analyze``, ``avg40``...) in ``OUT``."""
 
-    def __init__(self, out: Path, stage: str) -> None:
-        self.folder = Path(out) / PROGRESS_NAME / stage
+    def __init__(self, out: Where, stage: str) -> None:
+        self.folder = StorePath.of(out) / PROGRESS_NAME / stage
         self.stage = stage
 
-    def marker(self, chunk: int) -> Path:
+    def marker(self, chunk: int) -> StorePath:
         """Path of chunk ``chunk``'s completion marker."""
         return self.folder / f"chunk-{chunk:06d}.done"
 
@@ -102,16 +105,14 @@ class Progress:
 
     def mark_done(self, chunk: int, summary: Mapping[str, Any]) -> None:
         """Record chunk ``chunk`` as finished; call only after its data is in place."""
-        _write_bytes_atomic(self.marker(chunk), json.dumps(dict(summary), sort_keys=True).encode())
+        self.marker(chunk).write_bytes(json.dumps(dict(summary), sort_keys=True).encode())
 
     def done_chunks(self) -> set[int]:
         """Indices of all finished chunks."""
-        if not self.folder.exists():
-            return set()
-        return {int(p.stem.split("-")[1]) for p in self.folder.glob("chunk-*.done")}
+        return {int(p.name.removesuffix(".done").split("-")[1]) for p in self.folder.glob("chunk-*.done")}
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> StorePath:
         """Where the stage's manifest lives."""
         return self.folder / "manifest.json"
 
@@ -122,7 +123,7 @@ class Progress:
         except FileNotFoundError:
             return None
 
-    def check_or_start(self, manifest: Mapping[str, Any], out: Path) -> bool:
+    def check_or_start(self, manifest: Mapping[str, Any], out: Where) -> bool:
         """Compare with an existing manifest or start the stage afresh.
 
         Returns ``True`` when the stage is resumed, ``False`` when it starts
@@ -143,18 +144,17 @@ class Progress:
                     "use a new --out folder or --overwrite"
                 )
             return True
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
+        self.folder.rmtree()
         return False
 
     def commit_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Write the manifest once the stage's outputs are initialised."""
         text = json.dumps(dict(manifest), sort_keys=True, indent=1, default=str)
-        _write_bytes_atomic(self.manifest_path, text.encode())
+        self.manifest_path.write_bytes(text.encode())
 
 
 def create_denoised_store(
-    path: Path,
+    path: Where,
     *,
     n_frames: int,
     frame_shape: tuple[int, int],
@@ -165,9 +165,11 @@ def create_denoised_store(
 ) -> None:
     """Create an empty DenoisedSeries zarr group (arrays sized, coords written, no data).
 
-    Written under a temp name and renamed, so ``path`` either does not exist or
-    is complete. Chunks are whole frames, ``chunk_frames`` per chunk, so each
-    pipeline task writes exactly its own chunk files.
+    Locally written under a temp name and renamed, so ``path`` either does not
+    exist or is complete; on an object store (no rename) it is written in place
+    and the caller's manifest, committed afterwards, marks it complete. Chunks
+    are whole frames, ``chunk_frames`` per chunk, so each pipeline task writes
+    exactly its own chunk files.
     """
     import zarr
     from zarr.codecs import BloscCodec, ZstdCodec
@@ -175,11 +177,10 @@ def create_denoised_store(
     from lowdose import __version__
     from lowdose.store.schema import DENOISED_SERIES, LAYOUT_VERSION, Layout
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    target = StorePath.of(path)
+    tmp = target if target.remote else target.with_name(f".{target.name}.tmp")
+    tmp.rmtree()
+    group = zarr.open_group(tmp.location, mode="w", zarr_format=3, **tmp.zarr_kwargs())
     ny, nx = frame_shape
     array = group.create_array(
         DENOISED_SERIES.variable,
@@ -212,37 +213,42 @@ def create_denoised_store(
             "chunk_frames": int(chunk_frames),
         }
     )
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    if not target.remote:
+        target.rmtree()
+        os.replace(tmp.location, target.location)
 
 
-def write_denoised_chunk(path: Path, start: int, values: np.ndarray) -> None:
+def write_denoised_chunk(path: Where, start: int, values: np.ndarray) -> None:
     """Write frames ``start : start + len(values)`` (a whole chunk) of a DenoisedSeries."""
     import zarr
 
-    array = zarr.open_array(str(path), path="denoised", mode="r+")
+    target = StorePath.of(path)
+    array = zarr.open_array(target.location, path="denoised", mode="r+", **target.zarr_kwargs())
     stop = start + values.shape[0]
     remove_stale_chunk_temps(array, (start // array.chunks[0], 0, 0))  # left by a killed attempt
     with storage_full_as_error(str(path), f"writing denoised frames {start}–{stop - 1}"):
         array[start:stop] = values.astype(array.dtype, copy=False)
 
 
-def open_denoised(path: str | Path) -> Any:
-    """Open a DenoisedSeries as a lazy validated :class:`xarray.Dataset`."""
+def open_denoised(path: Where, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """Open a DenoisedSeries (local path or fsspec URL) as a lazy validated :class:`xarray.Dataset`."""
     import xarray as xr
     import zarr
 
     from lowdose.store.schema import DENOISED_SERIES, Layout, validate
 
-    location = str(path)
+    store = StorePath.of(path, storage_options)
+    location = store.location
     try:
-        group = zarr.open_group(location, mode="r")
+        group = zarr.open_group(location, mode="r", **store.zarr_kwargs())
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
         raise StoreError(f"{location}: no DenoisedSeries store here") from err
     array = group[DENOISED_SERIES.variable]
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{location}: '{DENOISED_SERIES.variable}' is not an array")
+    times = group["time_s"]
+    if not isinstance(times, zarr.Array):
+        raise StoreError(f"{location}: 'time_s' is not an array")
     lazy = lazy_checked(array, location, name=f"denoised-{location}")
     n_frames = array.shape[0]
     ds = xr.Dataset(
@@ -255,7 +261,7 @@ def open_denoised(path: str | Path) -> Any:
             "frame": ("frame", np.arange(n_frames, dtype="int64")),
             "time_s": (
                 "frame",
-                read_checked(zarr.open_array(location, path="time_s", mode="r"), slice(None), location),
+                read_checked(times, slice(None), location),
                 {"units": "s"},
             ),
         },
@@ -264,33 +270,48 @@ def open_denoised(path: str | Path) -> Any:
     return validate(ds, Layout.DENOISED_SERIES, source=location)
 
 
-def consolidate(parts: Path, target: Path, chunks: list[int]) -> None:
+def consolidate(parts: Where, target: Where, chunks: list[int]) -> None:
     """Assemble the parts of ``chunks`` (in order) into the single Parquet file ``target``.
 
     Streams one part at a time (one row group each), casting every part to the
-    first part's schema; written to a temp name and renamed.
+    first part's schema; written to a temp name and renamed (on an object
+    store: streamed into one multipart upload, visible only once complete).
     """
     import pyarrow.parquet as pq
 
-    files = [parts / part_name(c) for c in chunks]
-    missing = [f.name for f in files if not f.exists()]
+    folder, out = StorePath.of(parts), StorePath.of(target)
+    files = [folder / part_name(c) for c in chunks]
+    present = {p.name for p in folder.glob("part-*.parquet")}
+    missing = [f.name for f in files if f.name not in present]
     if missing:
-        raise StoreError(f"{parts}: parts {missing[:3]} missing; re-run to redo their chunks")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    schema = pq.read_schema(files[0])
+        raise StoreError(f"{folder}: parts {missing[:3]} missing; re-run to redo their chunks")
+
+    def read(file: StorePath) -> Any:
+        with file.open("rb") as handle:
+            return pq.read_table(handle)
+
+    first = read(files[0])
+    schema = first.schema
+    if out.remote:
+        with out.open("wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+            for i, file in enumerate(files):
+                writer.write_table((first if i == 0 else read(file)).cast(schema))
+        return
+    local = out.path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
     with pq.ParquetWriter(tmp, schema) as writer:
-        for file in files:
-            writer.write_table(pq.read_table(file).cast(schema))
-    os.replace(tmp, target)
+        for i, file in enumerate(files):
+            writer.write_table((first if i == 0 else read(file)).cast(schema))
+    os.replace(tmp, local)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a pipeline table (the single file, or a folder of parts) in frame order."""
-    path = Path(path)
-    if path.is_file():
-        return pd.read_parquet(path)
-    parts = sorted(path.glob("part-*.parquet"))
+def read_table(path: Where, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Read a pipeline table (the single file, or a folder of parts; local or URL) in frame order."""
+    store = StorePath.of(path, storage_options)
+    if store.is_file():
+        return pd.read_parquet(store.native(), **store.pandas_kwargs())
+    parts = store.glob("part-*.parquet")
     if not parts:
-        raise StoreError(f"{path}: no table here")
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        raise StoreError(f"{store}: no table here")
+    return pd.concat([pd.read_parquet(p.native(), **p.pandas_kwargs()) for p in parts], ignore_index=True)

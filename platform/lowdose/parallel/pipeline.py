@@ -11,7 +11,13 @@ analyses time averages of ``n`` frames from the written stores.
 
 Stages: ``denoise`` + ``analyze`` (``lowdose run``), ``denoise`` alone
 (``lowdose denoise``) or ``analyze`` of an existing DenoisedSeries
-(``lowdose analyze``). No science here; never imports torch at module level.
+(``lowdose analyze``).
+
+Every store location (``series``, ``out``, ``denoised``) may be a local path or
+an fsspec URL such as ``s3://bucket/run`` (:mod:`lowdose.store.location`); the
+workers read the frames and write chunks, Parquet parts and markers there
+themselves, and the client only reads metadata, times and the ground-truth
+table. No science here; never imports torch at module level.
 """
 
 from __future__ import annotations
@@ -20,22 +26,26 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from lowdose.config.base import LowdoseConfig
-from lowdose.errors import LowdoseInputError
+from lowdose.errors import ConfigError, LowdoseInputError
 from lowdose.parallel import outputs
 from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block, config_for_sums
 from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX
+from lowdose.store.location import StorePath, as_location
 
 if TYPE_CHECKING:
     from distributed import Client
 
 Stage = Literal["denoise", "analyze"]
+
+Location = Annotated[Path | str, BeforeValidator(as_location)]
+"""A local path (``Path``) or an fsspec URL (``str``, e.g. ``s3://bucket/run``)."""
 
 
 class ClusterConfig(LowdoseConfig):
@@ -51,15 +61,45 @@ class ClusterConfig(LowdoseConfig):
     threads_per_worker: int | None = Field(default=None, ge=1, description="Threads per worker.")
     memory_limit: str | None = Field(default="auto", description="Per-worker memory limit, e.g. '4GB'.")
     processes: bool = Field(default=True, description="Worker processes (False: threads in this process).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Backend options, checked per backend: slurm/pbs cores, memory, processes, gpus_per_job, "
+            "walltime, queue, account, job_script_prologue, jobs or minimum_jobs/maximum_jobs, ...; "
+            "kubernetes spec, namespace; local-cuda gpus; local dashboard_address."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_options(self) -> ClusterConfig:
+        from lowdose.parallel.cluster import validate_backend_options
+
+        name = "address" if self.name == "auto" and self.scheduler else self.name
+        try:
+            validate_backend_options(name, self.options, "options")
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class PipelineConfig(LowdoseConfig):
     """A ``lowdose run PIPELINE.yaml`` file."""
 
-    series: Path = Field(description="FrameSeries zarr store to process.")
-    out: Path = Field(description="Output folder (denoised.zarr, columns.parquet, frames.parquet).")
+    series: Location = Field(description="FrameSeries zarr store to process (path or fsspec URL).")
+    out: Location = Field(
+        description="Output folder or URL prefix (denoised.zarr, columns.parquet, frames.parquet)."
+    )
     stages: list[Stage] = Field(default=["denoise", "analyze"], description="Which stages to run.")
-    denoised: Path | None = Field(default=None, description="Existing DenoisedSeries (analyze-only runs).")
+    denoised: Location | None = Field(
+        default=None, description="Existing DenoisedSeries (analyze-only runs; path or fsspec URL)."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "fsspec options for URL locations, e.g. {endpoint_url: ..., key: ..., secret: ...} "
+            "(default: the filesystem's environment variables, e.g. AWS_ENDPOINT_URL)."
+        ),
+    )
     model: str = Field(default="default", description="Model artefact name or path ('default': shipped).")
     device: str = Field(default="auto", description="Torch device on the workers: auto, cpu, cuda, cuda:N.")
     amp: bool = Field(default=True, description="float16 autocast on CUDA.")
@@ -95,20 +135,33 @@ class PipelineConfig(LowdoseConfig):
             raise ValueError("denoised: an analyze-only run needs the DenoisedSeries to analyse")
         if self.overlap_px is not None and self.tile_px <= 2 * self.overlap_px:
             raise ValueError(f"tile_px ({self.tile_px}) must exceed 2 × overlap_px ({self.overlap_px})")
+        remote = [str(v) for v in (self.series, self.out, self.denoised) if isinstance(v, str)]
+        if remote and self.register_catalog:
+            raise ValueError(
+                f"register_catalog: the catalog records local products only, not {remote[0]}; "
+                "set register_catalog: false (or pass --no-catalog)"
+            )
         return self
+
+    def location(self, name: Literal["series", "out", "denoised"]) -> StorePath:
+        """``series``/``out``/``denoised`` with this config's ``storage_options``."""
+        value = getattr(self, name)
+        if value is None:
+            raise LowdoseInputError(f"{name}: not set")
+        return StorePath.of(value, self.storage_options)
 
 
 @dataclass
 class PipelineResult:
     """What a run did."""
 
-    out: Path
+    out: Path | str
     n_frames: int
     n_chunks: int
     chunks_run: int
     chunks_skipped: int
     elapsed_s: float
-    outputs: dict[str, Path] = field(default_factory=dict)
+    outputs: dict[str, Path | str] = field(default_factory=dict)
 
     @property
     def frames_per_s(self) -> float:
@@ -123,7 +176,7 @@ def _chunk_task(
     *,
     chunk: int,
     start: int,
-    out: Path,
+    out: StorePath,
     write_denoised: bool,
     analyze: bool,
     average_frames: int | None,
@@ -162,14 +215,14 @@ def _chunk_task(
     return summary
 
 
-def read_ground_truth(series: Path) -> pd.DataFrame | None:
+def read_ground_truth(series: str | Path | StorePath) -> pd.DataFrame | None:
     """The series' ground-truth column table (``frame`` column), or ``None`` when it has none."""
-    from lowdose.store.schema import ground_truth_path
+    from lowdose.store.schema import ground_truth_location
 
-    path = ground_truth_path(series)
-    if not path.exists():
+    path = ground_truth_location(series)
+    if not path.is_file():
         return None
-    table = pd.read_parquet(path)
+    table = pd.read_parquet(path.native(), **path.pandas_kwargs())
     if "frame" not in table.columns and "image" in table.columns:
         table = table.rename(columns={"image": "frame"})
     return table
@@ -227,6 +280,7 @@ def run_pipeline(
             memory_limit=c.memory_limit,
             processes=c.processes,
             quiet=not config.progress,
+            options=c.options,
         ) as started:
             return run.execute(started)
     return run.execute(client)
@@ -245,13 +299,12 @@ class _Run:
         from lowdose.store.series import open_series
 
         self.config, self.kernel = config, kernel
-        self.out = Path(config.out)
-        if overwrite and self.out.exists():
-            import shutil
-
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.series = open_series(config.series)
+        self.out = config.location("out")
+        self.source = config.location("series")
+        if overwrite:
+            self.out.rmtree()
+        self.out.mkdir()
+        self.series = open_series(self.source.location, **self.source.zarr_kwargs())
         counts = self.series["counts"].data
         self.n_frames, ny, nx = (int(s) for s in counts.shape)
         if self.n_frames == 0:
@@ -265,7 +318,7 @@ class _Run:
         self.starts = list(range(0, self.n_frames, chunk_frames))
         self.pixel_size_A = float(self.series.attrs["pixel_size_A"])
         self.time_s = np.asarray(self.series["time_s"].values, dtype="float64")
-        self.ground_truth = read_ground_truth(Path(config.series))
+        self.ground_truth = read_ground_truth(self.source)
         self.analysis = analysis_config(config.analysis) if "analyze" in config.stages else None
         self.handle = None
         if "denoise" in config.stages:
@@ -283,7 +336,7 @@ class _Run:
         assert self.handle is not None
         c = self.config
         return {
-            "series": str(Path(c.series).resolve()),
+            "series": self.source.resolved(),
             "n_frames": self.n_frames,
             "frame_shape": list(self.frame_shape),
             "chunk_frames": self.chunk_frames,
@@ -295,11 +348,10 @@ class _Run:
             "out_dtype": c.out_dtype,
         }
 
-    def _denoised_path(self) -> Path:
+    def _denoised_path(self) -> StorePath:
         if "denoise" in self.config.stages:
             return self.out / outputs.DENOISED_NAME
-        assert self.config.denoised is not None
-        return Path(self.config.denoised)
+        return self.config.location("denoised")
 
     def _denoised_sha(self) -> str:
         return str(outputs.open_denoised(self._denoised_path()).attrs["model_sha256"])
@@ -336,7 +388,7 @@ class _Run:
             for key in ("n_frames", "ingest_state", "compression", "chunk_frames"):
                 attrs.pop(key, None)
             attrs.update(model_id=self.handle.model_id, model_sha256=self.handle.sha256)
-            attrs["source_series"] = str(Path(self.config.series).resolve())
+            attrs["source_series"] = self.source.resolved()
             outputs.create_denoised_store(
                 self.out / outputs.DENOISED_NAME,
                 n_frames=self.n_frames,
@@ -352,7 +404,7 @@ class _Run:
     def _prepare_analysis(self, stage: str, denoised_from: str) -> set[int]:
         progress = outputs.Progress(self.out, stage)
         manifest = {
-            "series": str(Path(self.config.series).resolve()),
+            "series": self.source.resolved(),
             "n_frames": self.n_frames,
             "chunk_frames": self.chunk_frames,
             "denoised": denoised_from,
@@ -364,7 +416,7 @@ class _Run:
             for table in ("columns", "frames"):
                 (self.out / outputs.table_name(table, average)).unlink(missing_ok=True)
                 for part in outputs.parts_dir(self.out, table, average).glob("part-*.parquet"):
-                    part.unlink()
+                    part.unlink(missing_ok=True)
             progress.commit_manifest(manifest)
         return progress.done_chunks()
 
@@ -423,14 +475,14 @@ class _Run:
         if analyze and c.time_average_frames:
             self._time_average(model_sha)
         elapsed = time.perf_counter() - t0
-        produced = {}
+        produced: dict[str, Path | str] = {}
         if denoise:
-            produced["denoised"] = self.out / outputs.DENOISED_NAME
+            produced["denoised"] = (self.out / outputs.DENOISED_NAME).native()
         if analyze:
-            produced["columns"] = self.out / outputs.table_name("columns")
-            produced["frames"] = self.out / outputs.table_name("frames")
+            produced["columns"] = (self.out / outputs.table_name("columns")).native()
+            produced["frames"] = (self.out / outputs.table_name("frames")).native()
         result = PipelineResult(
-            out=self.out,
+            out=self.out.native(),
             n_frames=self.n_frames,
             n_chunks=len(self.starts),
             chunks_run=chunks_run,
@@ -487,7 +539,7 @@ class _Run:
         """Assemble the single-file tables once every chunk of the stage is done."""
         for table in ("columns", "frames"):
             target = self.out / outputs.table_name(table, average_frames)
-            if rewrite or not target.exists():
+            if rewrite or not target.is_file():
                 outputs.consolidate(outputs.parts_dir(self.out, table, average_frames), target, chunks)
 
 
@@ -505,7 +557,8 @@ def _register(config: PipelineConfig, result: PipelineResult) -> None:
     """
     from lowdose.store.catalog import product_entry, register_products, register_run_outputs
 
-    catalog = Path(config.catalog) if config.catalog else result.out / "catalog.yaml"
+    out = Path(result.out)  # local: remote outputs are refused by PipelineConfig._check
+    catalog = Path(config.catalog) if config.catalog else out / "catalog.yaml"
     series_name = _entry_name(Path(config.series).name.removesuffix(".zarr"))
     register_products(
         catalog,
@@ -514,8 +567,8 @@ def _register(config: PipelineConfig, result: PipelineResult) -> None:
     )
     register_run_outputs(
         catalog,
-        result.out,
-        prefix=_entry_name(result.out.name),
+        out,
+        prefix=_entry_name(out.name),
         series=series_name,
         source=f"lowdose run (model {config.model})",
         allow_absolute=True,

@@ -4,7 +4,7 @@ Every zarr store lowdose writes carries ``attrs["lowdose_layout"]`` (one of
 :class:`Layout`) and ``attrs["lowdose_layout_version"]``; tables travel beside
 their store as Parquet. This module is the single source of truth for names:
 variable names, dims, required coords/attrs and table columns. It imports only
-numpy/xarray.
+numpy/xarray (and :mod:`lowdose.store.location`, which is standard library).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from lowdose.errors import StoreError
+from lowdose.store.location import StorePath, is_url
 
 LAYOUT_VERSION = 1
 
@@ -112,9 +113,20 @@ FRAME_TABLE_COLUMNS = (
 
 
 def ground_truth_path(store: str | Path) -> Path:
-    """Where the ground-truth column table of a store lives (a Parquet file beside it)."""
+    """Where the ground-truth column table of a local store lives (a Parquet file beside it).
+
+    For stores that may be fsspec URLs use :func:`ground_truth_location`.
+    """
+    if is_url(store):
+        raise StoreError(f"{store}: a URL; use ground_truth_location() for stores that may be remote")
     store = Path(store)
     return store.with_name(store.name.removesuffix(".zarr") + ".columns.parquet")
+
+
+def ground_truth_location(store: str | Path | StorePath, storage_options: dict | None = None) -> StorePath:
+    """Where the ground-truth column table of a local or remote (fsspec URL) store lives."""
+    where = StorePath.of(store, storage_options)
+    return where.with_name(where.name.removesuffix(".zarr") + ".columns.parquet")
 
 
 def stamp(ds: xr.Dataset, layout: Layout) -> xr.Dataset:

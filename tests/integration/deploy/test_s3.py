@@ -25,11 +25,6 @@ from tests.integration.deploy.conftest import (
 pytestmark = pytest.mark.slow
 
 BUCKET = "lowdose-test"
-PIPELINE_URLS_MISSING = (
-    "parallel/pipeline.py keeps PipelineConfig.series/out/denoised as pathlib.Path "
-    "(Path('s3://b/s.zarr') collapses to 's3:/b/s.zarr') and writes outputs with Path/open/mkdir; "
-    "it needs str URLs and fsspec for denoised.zarr, Parquet parts and progress markers"
-)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +111,6 @@ def test_series_on_s3_is_read_by_the_workers(remote_series, s3_cluster, deploy_i
     np.testing.assert_array_equal(full, local)
 
 
-@pytest.mark.xfail(strict=True, reason=PIPELINE_URLS_MISSING)
 def test_pipeline_from_and_to_s3_matches_the_local_run(
     remote_series, s3, s3_cluster, deploy_inputs, local_reference, tmp_path
 ):

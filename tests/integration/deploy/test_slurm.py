@@ -190,17 +190,21 @@ def test_lowdose_run_submits_worker_jobs_to_slurm(slurm, deploy_inputs, local_re
         "SLURM_CONF": slurm["SLURM_CONF"],
         "DASK_CONFIG": str(_jobqueue_config(tmp_path, logs)),
     }
-    config = pipeline_yaml(tmp_path / "p.yaml", series, tmp_path / "out", model)
-    proc = lowdose(
-        "run", str(config), "--cluster", "slurm", "--n-workers", "2", "--quiet", env=env, timeout_s=300
+    # Backend options in the pipeline's cluster block override the dask-jobqueue config.
+    prologue = ["export OMP_NUM_THREADS=1", "echo lowdose-options-prologue-ran"]
+    options = {"processes": 1, "job_script_prologue": prologue}
+    config = pipeline_yaml(
+        tmp_path / "p.yaml", series, tmp_path / "out", model, {"name": "slurm", "options": options}
     )
+    proc = lowdose("run", str(config), "--n-workers", "2", "--quiet", env=env, timeout_s=300)
     assert "8 frames in 4 chunks (4 run, 0 already done)" in proc.stdout
     assert_same_outputs(tmp_path / "out", local_reference)
 
-    # The workers really ran as SLURM batch jobs: each left its job log with the prologue's line.
+    # The workers really ran as SLURM batch jobs: each left its job log with the prologue's line
+    # (the cluster.options prologue, which replaced the one of the dask-jobqueue config).
     job_logs = sorted(logs.glob("*.err")) + sorted(logs.glob("*.out"))
     text = "\n".join(p.read_text(errors="replace") for p in job_logs)
-    assert "lowdose-prologue-ran" in text
+    assert "lowdose-options-prologue-ran" in text and "lowdose-prologue-ran" not in text
     assert "Start worker at" in text or "Starting Worker" in text or "Registered to" in text
     # The worker jobs were cancelled when the run closed its cluster.
     deadline = time.monotonic() + 30

@@ -7,7 +7,8 @@ import yaml
 from typer.testing import CliRunner
 
 from lowdose.cli import app
-from lowdose.cli.cluster import parse_option, read_cluster_file
+from lowdose.cli._pipeline_options import parse_option
+from lowdose.cli.cluster import read_cluster_file
 from lowdose.errors import ConfigError
 
 runner = CliRunner()
@@ -67,3 +68,18 @@ def test_info_on_an_unreachable_scheduler_is_a_user_error():
     result = runner.invoke(app, ["cluster", "info", "--scheduler", "tcp://127.0.0.1:1", "--timeout-s", "0.5"])
     assert result.exit_code != 0
     assert "cannot connect" in str(result.exception)
+
+
+def test_up_names_a_bad_backend_option():
+    result = runner.invoke(app, ["cluster", "up", "--cluster", "local", "--gpus", "0", "--for", "0"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ConfigError)
+    assert "options.gpus: unknown option for backend 'local'" in str(result.exception)
+
+
+def test_run_names_a_bad_backend_option(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"series": "s.zarr", "out": "out", "cluster": {"name": "slurm"}}))
+    result = runner.invoke(app, ["run", str(path), "-o", "walltme=1:00:00"])
+    assert isinstance(result.exception, ConfigError)
+    assert "options.walltme: unknown option for backend 'slurm'" in str(result.exception)

@@ -65,3 +65,92 @@ def test_local_process_workers_get_the_malloc_environment():
     with connect("local", n_workers=1, threads_per_worker=1, processes=True, quiet=True) as client:
         found = client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_"))
     assert list(found.values()) == [str(cluster.MALLOC_MMAP_THRESHOLD_BYTES)]
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"name": "slurm", "options": {"coress": 2}}, r"options\.coress: unknown option for backend 'slurm'"),
+        ({"name": "pbs", "options": {"cores": 0}}, r"options\.cores: Input should be greater"),
+        ({"name": "slurm", "options": {"jobs": 2, "maximum_jobs": 3}}, "either jobs"),
+        ({"name": "local-cuda", "options": {"gpus": "0,x"}}, r"options\.gpus: GPU ids \['x'\]"),
+        ({"name": "local-cuda", "options": {"gpus": [1, 1]}}, "repeat a device"),
+        ({"name": "local", "options": {"gpus": "0"}}, r"options\.gpus: unknown option for backend 'local'"),
+        ({"name": "kubernetes", "options": {"spec": "k.yaml", "replicas": 2}}, r"options\.replicas"),
+        (
+            {"scheduler": "tcp://h:8786", "options": {"cores": 1}},
+            r"options\.cores: unknown option .* 'address'",
+        ),
+        ({"options": {"cores": 1}}, "need a named backend"),
+    ],
+)
+def test_cluster_options_are_checked_per_backend(block, message):
+    from lowdose.config.base import validate_config
+    from lowdose.errors import ConfigError
+    from lowdose.parallel.pipeline import ClusterConfig
+
+    with pytest.raises(ConfigError, match=message):
+        validate_config(ClusterConfig, block, "p.yaml")
+
+
+def test_valid_cluster_options_reach_the_backend_arguments():
+    from lowdose.config.base import validate_config
+    from lowdose.parallel.jobqueue import jobqueue_config, slurm_kwargs
+    from lowdose.parallel.pipeline import ClusterConfig
+
+    block = {
+        "name": "slurm",
+        "options": {"cores": 4, "gpus-per-job": 1, "minimum_jobs": 0, "maximum_jobs": 3},
+    }
+    config = validate_config(ClusterConfig, block, "p.yaml")
+    jq = jobqueue_config(config.options)
+    assert (jq.cores, jq.adaptive, jq.maximum_jobs) == (4, True, 3)
+    assert "--gres=gpu:1" in slurm_kwargs(jq)["job_extra_directives"]
+    cuda = validate_config(ClusterConfig, {"name": "local-cuda", "options": {"gpus": [0, 2]}}, "p.yaml")
+    kwargs = cluster.local_cuda_kwargs(ClusterOptions(n_workers=None, extra=cuda.options))
+    assert kwargs["CUDA_VISIBLE_DEVICES"] == "0,2" and "n_workers" not in kwargs  # one worker per GPU
+
+
+def test_connect_checks_options_before_starting_anything():
+    from lowdose.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--cluster local options\.cores: unknown option"):
+        with connect("local", cores=2):
+            pass
+
+
+def test_command_line_gpus_select_local_cuda_and_merge_options():
+    from lowdose.cli._pipeline_options import cluster_overrides, merge_cluster
+
+    given = cluster_overrides(None, None, None, None, "0,1", ["rmm-pool-size=2GB"])
+    assert merge_cluster({"n_workers": 2}, given) == {
+        "n_workers": 2,
+        "name": "local-cuda",
+        "options": {"rmm_pool_size": "2GB", "gpus": "0,1"},
+    }
+    block = {"name": "slurm", "options": {"cores": 4, "queue": "a"}}
+    assert merge_cluster(block, cluster_overrides(None, None, None, None, None, ["queue=b"]))["options"] == {
+        "cores": 4,
+        "queue": "b",
+    }
+
+
+def test_options_may_use_names_of_connect_arguments():
+    """`processes` is a jobqueue option (worker processes per job) and a connect() argument."""
+    from lowdose.parallel.jobqueue import JobqueueConfig
+
+    seen = []
+
+    def backend(options: ClusterOptions):
+        seen.append(options)
+        raise RuntimeError("stop before starting anything")
+
+    register_backend("toy-jq", backend, options=JobqueueConfig)
+    try:
+        with pytest.raises(RuntimeError, match="stop before"):
+            with connect("toy-jq", processes=True, options={"processes": 4, "cores": 4}):
+                pass
+    finally:
+        cluster.BACKENDS.pop("toy-jq")
+        cluster.BACKEND_OPTIONS.pop("toy-jq")
+    assert seen[0].processes is True and seen[0].extra == {"processes": 4, "cores": 4}
