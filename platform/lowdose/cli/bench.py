@@ -1,4 +1,4 @@
-"""``lowdose bench``: measure each stage on this machine and write JSON."""
+"""``lowdose bench``: measure each stage against same-run bounds and write JSON."""
 
 from __future__ import annotations
 
@@ -12,29 +12,22 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        stages: list[str] = typer.Argument(None, help="denoise ingest pipeline simulate (default: all)."),
+        stages: list[str] = typer.Argument(
+            None, help="simulate ingest train denoise pipeline memory (default: all)."
+        ),
         out: Path = typer.Option(Path("bench.json"), "--out", help="JSON results file."),
         quick: bool = typer.Option(False, "--quick", help="Tiny sizes (seconds; what the test suite runs)."),
+        markdown: Path | None = typer.Option(
+            None, "--markdown", help="Also write the targets table (README format) to this file."
+        ),
     ) -> None:
-        """Measure stages against same-run references; print a table and write JSON."""
-        from lowdose.bench import run_bench
+        """Measure stages against same-run references; print a table per stage and write JSON."""
+        from lowdose.bench import markdown_table, run_bench
 
-        report = run_bench(list(stages or []), out, quick=quick)
-        for stage, figures in report["stages"].items():
-            typer.echo(f"{stage}:")
-            for key, value in _flatten(figures):
-                typer.echo(f"  {key:60s} {value}")
+        report = run_bench(list(stages or []), out, quick=quick, echo=typer.echo)
+        table = markdown_table(report)
+        typer.echo(table)
+        if markdown is not None:
+            markdown.write_text(table)
+            typer.echo(f"wrote {markdown}")
         typer.echo(f"wrote {out}")
-
-
-def _flatten(figures: dict, prefix: str = "") -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for key, value in figures.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, name + "."))
-        elif isinstance(value, float):
-            rows.append((name, f"{value:.4g}"))
-        else:
-            rows.append((name, str(value)))
-    return rows

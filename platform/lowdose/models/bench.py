@@ -1,11 +1,20 @@
-"""Inference speed of denoisers against a same-run convolution roofline.
+"""Inference speed of denoisers against a same-run roofline.
 
-torch only (never dask). The roofline reference is a large 3×3 convolution
-timed in the same process, so machine noise cancels in the ratio.
+torch only (never dask). The roofline references are timed in the same process
+at the same thread count, so machine noise largely cancels in the ratios:
+
+* a large bias-free 3×3 convolution (the operation the denoisers consist of), at
+  a few channel widths, the best of which is the reference;
+* a square float32 matmul (what the convolutions lower to in oneDNN/cuDNN).
+
+FLOPs are counted from the model itself with forward hooks
+(:func:`lowdose.models.receptive.flops_per_frame`), on the ``meta`` device when
+the model allows it, so counting a 2 TFLOP frame costs no arithmetic.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -17,45 +26,142 @@ from torch import nn
 from lowdose.models.receptive import flops_per_frame
 
 
-def _time(fn: Callable[[], Any], repeats: int) -> list[float]:
-    fn()  # warm-up: allocator, kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _summary(times: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, float]:
+    """Median of ``values`` with its spread (min, max, max − min) and the number of repeats."""
+    if not values:
+        raise ValueError("summary: no values")
     return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "repeats": len(times),
+        "median": float(statistics.median(values)),
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "spread": float(max(values) - min(values)),
+        "repeats": len(values),
     }
 
 
-def conv_roofline(channels: int = 64, size_px: int = 256, repeats: int = 3) -> dict[str, float]:
-    """GFLOP/s of one large bias-free 3×3 convolution (the reference bound on this machine)."""
-    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-    x = torch.rand(1, channels, size_px, size_px)
-    with torch.inference_mode():
-        times = _time(lambda: conv(x), repeats)
-    flops = 2 * channels * channels * 9 * size_px * size_px
-    out = _summary(times)
+def time_calls(
+    fn: Callable[[], Any], repeats: int, *, warmup: bool = True
+) -> tuple[list[float], list[float]]:
+    """Wall-clock and process-CPU seconds of ``repeats`` calls of ``fn`` (after one warm-up call).
+
+    CPU seconds do not count time the process waited for a core, so on a shared
+    machine they show what the code costs when the wall clock does not.
+    """
+    if warmup:
+        fn()  # allocator, kernel selection
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start)
+    return wall, cpu
+
+
+def count_flops(model: nn.Module, size_px: int) -> int:
+    """FLOPs (2 × multiply–adds of every conv) of one ``size_px``² frame, counted with hooks.
+
+    Runs the hooks on a ``meta``-device copy (shapes only, no arithmetic); falls
+    back to a real forward pass if an operation of the model has no meta kernel.
+    """
+    try:
+        meta = copy.deepcopy(model).to("meta")
+        return flops_per_frame(meta, size=size_px)
+    except (NotImplementedError, RuntimeError):
+        return flops_per_frame(model, size=size_px)
+
+
+def _rate(flops: float, times: tuple[list[float], list[float]]) -> dict[str, float]:
+    wall, cpu = times
+    out = {f"{k}_s" if k != "repeats" else k: v for k, v in summary(wall).items()}
+    # GFLOP/s of the median time, with its spread from the fastest and slowest repeats.
     out["gflop_per_s"] = flops / out["median_s"] / 1e9
+    out["gflop_per_s_min"] = flops / out["max_s"] / 1e9
+    out["gflop_per_s_max"] = flops / out["min_s"] / 1e9
+    out["cpu_median_s"] = float(statistics.median(cpu))
+    out["cpu_gflop_per_s"] = flops / max(out["cpu_median_s"], 1e-12) / 1e9
+    out["flops"] = float(flops)
     return out
 
 
-def model_speed(model: nn.Module, size_px: int, repeats: int = 3) -> dict[str, float]:
-    """Seconds per ``size_px``² frame, counted FLOPs and achieved GFLOP/s (CPU, float32)."""
-    model = model.eval()
-    x = torch.rand(1, 1, size_px, size_px) * 0.9
+def conv_roofline(
+    channels: tuple[int, ...] = (64, 128), size_px: int = 256, repeats: int = 5
+) -> dict[str, Any]:
+    """GFLOP/s of large bias-free 3×3 convolutions; ``best`` is the reference bound."""
+    per_width: dict[str, Any] = {}
     with torch.inference_mode():
-        times = _time(lambda: model(x), repeats)
-    out = _summary(times)
-    flops = flops_per_frame(model, size=size_px)
-    out["flops_per_frame"] = float(flops)
-    out["gflop_per_s"] = flops / out["median_s"] / 1e9
+        for width in channels:
+            conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            x = torch.rand(1, width, size_px, size_px)
+            flops = 2 * width * width * 9 * size_px * size_px
+            per_width[str(width)] = _rate(flops, time_calls(lambda: conv(x), repeats))  # noqa: B023
+    best = max(per_width, key=lambda k: per_width[k]["gflop_per_s"])
+    return {
+        "size_px": size_px,
+        "channels": per_width,
+        "best_channels": int(best),
+        "gflop_per_s": per_width[best]["gflop_per_s"],
+        "cpu_gflop_per_s": max(v["cpu_gflop_per_s"] for v in per_width.values()),
+    }
+
+
+def matmul_roofline(n: int = 2048, repeats: int = 5) -> dict[str, Any]:
+    """GFLOP/s of an ``n × n`` float32 matmul (the GEMM the convolutions lower to)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    with torch.inference_mode():
+        out = _rate(2 * n**3, time_calls(lambda: a @ b, repeats))
+    out["n"] = n
     return out
+
+
+def model_speed(
+    model: nn.Module,
+    size_px: int,
+    repeats: int = 3,
+    *,
+    flops: int | None = None,
+    warmup_px: int | None = None,
+    device: str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Seconds per ``size_px``² frame (batch 1), counted FLOPs and achieved GFLOP/s.
+
+    Parameters
+    ----------
+    flops
+        FLOPs per frame if already counted (else counted here).
+    warmup_px
+        Warm up on a frame of this side instead of ``size_px`` (big models: one
+        warm-up at full size would cost as much as a repeat).
+    device, amp_dtype, channels_last
+        CUDA code path: autocast to ``amp_dtype`` (bfloat16/float16) and the
+        channels-last memory format; on CPU leave the defaults.
+    """
+    model = model.eval().to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    x = (torch.rand(1, 1, size_px, size_px) * 0.9).to(device).contiguous(memory_format=memory_format)
+    autocast = (
+        torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)
+        if amp_dtype is not None
+        else torch.autocast(device_type="cpu", enabled=False)
+    )
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run() -> None:
+        with torch.inference_mode(), autocast:
+            model(x)
+        sync()
+
+    if warmup_px is not None and warmup_px != size_px:
+        small = torch.rand(1, 1, warmup_px, warmup_px).to(device).contiguous(memory_format=memory_format)
+        with torch.inference_mode(), autocast:
+            model(small)
+        times = time_calls(run, repeats, warmup=False)
+    else:
+        times = time_calls(run, repeats)
+    counted = count_flops(model.to("cpu"), size_px) if flops is None else flops
+    model.to(device)
+    return _rate(float(counted), times)

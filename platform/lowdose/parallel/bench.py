@@ -13,9 +13,13 @@ module level.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +80,140 @@ class _PeakMemory:
         self.peak_bytes = max(self.peak_bytes, self._sample())
 
 
+class ProcessPeaks:
+    """Sample the RSS of named processes in a thread and keep each one's peak.
+
+    ``pids`` maps a label (``client``, a worker address) to a process id; a pid
+    that appears under several labels (threaded workers) is sampled once per label.
+    """
+
+    def __init__(self, pids: dict[str, int], interval_s: float = 0.1) -> None:
+        import psutil
+
+        self.interval_s = interval_s
+        self.peak_bytes = dict.fromkeys(pids, 0)
+        self._procs = {label: psutil.Process(pid) for label, pid in pids.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        for label, proc in self._procs.items():
+            try:
+                self.peak_bytes[label] = max(self.peak_bytes[label], proc.memory_info().rss)
+            except psutil.Error:
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> ProcessPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def peaks_mb(self) -> dict[str, float]:
+        """Peak RSS per label in MiB."""
+        return {label: value / 2**20 for label, value in self.peak_bytes.items()}
+
+
+@contextlib.contextmanager
+def bench_cluster(**options: Any) -> Iterator[Any]:
+    """:func:`lowdose.parallel.cluster.connect`, tolerating a slow teardown once measured.
+
+    On a heavily shared machine worker processes can take longer than Dask's
+    timeout to exit; the figures are already taken by then, so a ``TimeoutError``
+    from closing the cluster is reported on stderr instead of losing the stage.
+    """
+    from lowdose.parallel.cluster import connect
+
+    manager = connect(**options)
+    client = manager.__enter__()
+    try:
+        yield client
+    except BaseException:
+        if not manager.__exit__(*sys.exc_info()):
+            raise
+    else:
+        try:
+            manager.__exit__(None, None, None)
+        except TimeoutError:
+            print("lowdose bench: the Dask cluster was slow to shut down (ignored)", file=sys.stderr)
+
+
+def cluster_pids(client: Any) -> dict[str, int]:
+    """``{"client": pid, worker address: pid, ...}`` of a connected client's cluster."""
+    pids = {"client": os.getpid()}
+    pids.update({address: int(pid) for address, pid in client.run(os.getpid).items()})
+    return pids
+
+
+_KERNEL_SECONDS = {"seconds": 0.0, "frames": 0}
+_KERNEL_LOCK = threading.Lock()
+
+
+class TimedKernel:
+    """The shipped per-frame analysis kernel with a clock around it.
+
+    Seconds accumulate in the process that runs it (a worker); read them with
+    ``client.run(kernel_seconds)``. Picklable, so it travels to the workers.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the shipped kernel on one frame and add its seconds to this process's total."""
+        from lowdose.parallel.analyze import default_kernel
+
+        start = time.perf_counter()
+        out = default_kernel()(*args, **kwargs)
+        with _KERNEL_LOCK:
+            _KERNEL_SECONDS["seconds"] += time.perf_counter() - start
+            _KERNEL_SECONDS["frames"] += 1
+        return out
+
+
+def kernel_seconds(reset: bool = False) -> dict[str, float]:
+    """Seconds and frames accumulated by :class:`TimedKernel` in this process."""
+    with _KERNEL_LOCK:
+        out = {"seconds": float(_KERNEL_SECONDS["seconds"]), "frames": float(_KERNEL_SECONDS["frames"])}
+        if reset:
+            _KERNEL_SECONDS.update(seconds=0.0, frames=0)
+    return out
+
+
+def task_split(task_stream: list[dict[str, Any]]) -> dict[str, float]:
+    """Compute seconds of pipeline tasks summed by kind, from a Dask task stream.
+
+    ``denoise`` (keys containing ``lowdose-denoise``: Dask fuses the zarr read
+    feeding the model into the same task, so this includes that read),
+    ``chunk`` (``_chunk_task``: analysis and writes), ``read`` (every other
+    task: zarr loads, rechunks) and ``transfer`` (data moved between workers).
+    """
+    out = {"read": 0.0, "denoise": 0.0, "chunk": 0.0, "transfer": 0.0}
+    for record in task_stream:
+        key = record["key"]
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if "lowdose-denoise" in name:
+            kind = "denoise"
+        elif "_chunk_task" in name:
+            kind = "chunk"
+        else:
+            kind = "read"
+        for startstop in record.get("startstops", ()):
+            seconds = float(startstop["stop"] - startstop["start"])
+            if startstop.get("action") == "compute":
+                out[kind] += seconds
+            elif startstop.get("action") == "transfer":
+                out["transfer"] += seconds
+    return out
+
+
 def _warm_worker(handle: Any, series: str, pixel_size_A: float) -> None:
     """Run one frame through every kernel and writer, so imports and caches are warm."""
     import io
@@ -93,11 +231,11 @@ def _warm_worker(handle: Any, series: str, pixel_size_A: float) -> None:
 
 def bare_loop(
     series: str | Path, model: Any = "default", *, n_frames: int | None = None, analysis: Any = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Denoise and analyse frames one by one in this process on one thread (the baseline).
 
-    Returns ``{"frames", "elapsed_s", "frames_per_s", "cpu_s"}``; the model load
-    is not timed.
+    Returns ``{"frames", "elapsed_s", "frames_per_s", "cpu_s", "split_s"}`` (split:
+    seconds reading, denoising and analysing); the model load is not timed.
     """
     import torch
 
@@ -115,15 +253,28 @@ def bare_loop(
     torch.set_num_threads(1)
     try:
         handle.load("cpu")
+        split = {"read": 0.0, "denoise": 0.0, "analyse": 0.0}
         t0, cpu0 = time.perf_counter(), time.process_time()
         for f in range(total):
+            a = time.perf_counter()
             raw = np.asarray(ds["counts"][f].values)
+            b = time.perf_counter()
             den = denoise_frames(raw, handle, device="cpu", batch_frames=1)
+            c = time.perf_counter()
             analyze_frame(raw, den, pixel_size_A=pixel_size_A, frame=f, config=config)
+            split["read"] += b - a
+            split["denoise"] += c - b
+            split["analyse"] += time.perf_counter() - c
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         torch.set_num_threads(previous)
-    return {"frames": float(total), "elapsed_s": elapsed, "frames_per_s": total / elapsed, "cpu_s": cpu}
+    return {
+        "frames": float(total),
+        "elapsed_s": elapsed,
+        "frames_per_s": total / elapsed,
+        "cpu_s": cpu,
+        "split_s": split,
+    }
 
 
 def llr_separation(
@@ -228,9 +379,14 @@ def pipeline_benchmark(
         machine, where wall-clock rates are not), ``peak_memory_MB``
         (this process + its local workers), ``median_surface_f1``,
         ``median_bulk_f1`` (and precision/recall), the LLR separation of
-        :func:`llr_separation`, and the run's shape and model identity.
+        :func:`llr_separation`, and the run's shape and model identity;
+        ``peak_rss_MB`` per process (client, each worker), ``split_s`` /
+        ``split_fraction``: the workers' compute seconds reading, denoising,
+        analysing and writing (from the Dask task stream and a timed analysis
+        kernel), and ``baseline_split_s`` of the bare loop.
     """
-    from lowdose.parallel.cluster import connect
+    from distributed import get_task_stream
+
     from lowdose.parallel.denoise import model_handle
     from lowdose.parallel.outputs import read_table
     from lowdose.parallel.pipeline import PipelineConfig, read_ground_truth, run_pipeline
@@ -250,8 +406,8 @@ def pipeline_benchmark(
             "device": "cpu",
         }
     )
-    with connect(
-        cluster,
+    with bench_cluster(
+        cluster=cluster,
         scheduler=scheduler,
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
@@ -275,10 +431,17 @@ def pipeline_benchmark(
             for address in workers
         ]
         client.gather(warm)
+        pids = cluster_pids(client)
+        client.run(kernel_seconds, True)
         cpu_before = _PeakMemory.cpu_seconds()
-        with _PeakMemory() as memory:
-            result = run_pipeline(config, client, model=handle, overwrite=True)
+        with _PeakMemory() as memory, ProcessPeaks(pids) as peaks, get_task_stream(client) as stream:
+            result = run_pipeline(config, client, model=handle, kernel=TimedKernel(), overwrite=True)
         cpu_pipeline = _PeakMemory.cpu_seconds() - cpu_before
+        analysed = client.run(kernel_seconds)
+        if not processes:  # threaded workers share this process: one accumulator
+            analysed = {"local": next(iter(analysed.values()))}
+        analyse_s = sum(v["seconds"] for v in analysed.values())
+        tasks = task_split(stream.data)
     report: dict[str, Any] = {
         "n_frames": result.n_frames,
         "frame_shape": list(ds["counts"].shape[1:]),
@@ -290,13 +453,28 @@ def pipeline_benchmark(
         "pipeline_frames_per_s": result.n_frames / result.elapsed_s,
         "peak_memory_MB": memory.peak_bytes / 2**20,
         "pipeline_cpu_s_per_frame": cpu_pipeline / result.n_frames,
+        "peak_rss_MB": peaks.peaks_mb(),
     }
+    # Where the workers' time went (task compute seconds summed over workers). The
+    # chunk task analyses (timed inside by TimedKernel) and writes (the rest of it).
+    split = {
+        "read": tasks["read"],
+        "denoise": tasks["denoise"],
+        "analyse": analyse_s,
+        "write": max(tasks["chunk"] - analyse_s, 0.0),
+    }
+    busy = sum(split.values()) or 1.0
+    report["split_s"] = split
+    report["split_fraction"] = {k: v / busy for k, v in split.items()}
+    report["transfer_s"] = tasks["transfer"]
+    report["worker_busy_fraction"] = busy / (result.elapsed_s * n_cores)
     base = bare_loop(series, handle, n_frames=baseline_frames, analysis=analysis)
     report["baseline_frames"] = int(base["frames"])
     report["baseline_frames_per_s"] = base["frames_per_s"]
     report["speedup"] = report["pipeline_frames_per_s"] / base["frames_per_s"]
     report["ratio_per_core"] = report["speedup"] / n_cores
     report["baseline_cpu_s_per_frame"] = base["cpu_s"] / base["frames"]
+    report["baseline_split_s"] = base["split_s"]
     # CPU seconds per frame do not depend on what else runs on the machine; wall-clock rates do.
     report["cpu_efficiency"] = report["baseline_cpu_s_per_frame"] / report["pipeline_cpu_s_per_frame"]
 
@@ -324,3 +502,105 @@ def pipeline_benchmark(
             pt_only = llr_separation(columns, pt, pixel_size_A=pixel_size_A)
             report.update({f"{key}_pt": value for key, value in pt_only.items()})
     return report
+
+
+def lattice_series(
+    path: str | Path, n_frames: int, size_px: int, *, chunk_frames: int = 32, seed: int = 0
+) -> Path:
+    """A FrameSeries of Poisson counts of a drifting column lattice (no physics, fast to make).
+
+    A pool of 32 noisy frames (Poisson at 0.45 e/px around a lattice of 30 px
+    period, one random offset per frame) is cycled, so a 10,000-frame series costs
+    seconds; the pipeline sees frames with columns to find in every one of them.
+    """
+    from lowdose.store.series import append_frames, create_frame_series
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float32)
+    pool = []
+    for _ in range(min(32, n_frames)):
+        dy, dx = rng.uniform(0, 30, 2)
+        clean = 0.45 * (1.0 + 0.8 * np.cos(2 * np.pi * (yy + dy) / 30) * np.cos(2 * np.pi * (xx + dx) / 30))
+        pool.append(rng.poisson(clean).astype(np.uint8))
+    stack = np.stack(pool)
+    create_frame_series(
+        path, (size_px, size_px), dtype="uint8", chunk_frames=chunk_frames, detector="lowdose bench lattice"
+    )
+    for start in range(0, n_frames, chunk_frames):
+        n = min(chunk_frames, n_frames - start)
+        append_frames(path, stack[np.arange(start, start + n) % len(stack)])
+    return Path(path)
+
+
+def memory_benchmark(
+    workdir: str | Path,
+    *,
+    frame_counts: tuple[int, ...] = (1000, 10000),
+    size_px: int = 256,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    batch_frames: int = 4,
+) -> dict[str, Any]:
+    """Peak RSS of the client and of each worker running the pipeline over series of each length.
+
+    Each length gets a fresh LocalCluster (so peaks do not carry over), a lattice
+    series (:func:`lattice_series`) and the full pipeline (denoise + analyse +
+    writes) with the default model.
+
+    Returns
+    -------
+    dict
+        Per length (``runs[str(n)]``): ``client_peak_MB``, ``worker_peak_MB``
+        (per worker), ``max_worker_peak_MB``, ``elapsed_s``, ``frames_per_s`` and
+        ``make_series_s``; and ``worker_growth`` / ``client_growth``: the peak of
+        the longest series over the peak of the shortest.
+    """
+    from lowdose.parallel.denoise import model_handle
+    from lowdose.parallel.pipeline import PipelineConfig, run_pipeline
+
+    workdir = Path(workdir)
+    handle = model_handle("default")
+    runs: dict[str, Any] = {}
+    for n_frames in frame_counts:
+        series = workdir / f"lattice-{n_frames}.zarr"
+        t0 = time.perf_counter()
+        lattice_series(series, n_frames, size_px)
+        made = time.perf_counter() - t0
+        config = PipelineConfig.model_validate(
+            {
+                "series": series,
+                "out": workdir / f"out-{n_frames}",
+                "batch_frames": batch_frames,
+                "register_catalog": False,
+                "progress": False,
+                "device": "cpu",
+            }
+        )
+        with bench_cluster(
+            cluster="local", n_workers=n_workers, threads_per_worker=threads_per_worker, quiet=True
+        ) as client:
+            pids = cluster_pids(client)
+            with ProcessPeaks(pids) as peaks:
+                result = run_pipeline(config, client, model=handle, overwrite=True)
+        mb = peaks.peaks_mb()
+        workers = {k: v for k, v in mb.items() if k != "client"}
+        runs[str(n_frames)] = {
+            "n_frames": n_frames,
+            "make_series_s": made,
+            "elapsed_s": result.elapsed_s,
+            "frames_per_s": n_frames / result.elapsed_s,
+            "client_peak_MB": mb["client"],
+            "worker_peak_MB": workers,
+            "max_worker_peak_MB": max(workers.values()) if workers else float("nan"),
+        }
+        shutil.rmtree(series, ignore_errors=True)
+        shutil.rmtree(workdir / f"out-{n_frames}", ignore_errors=True)
+    short, long = runs[str(min(frame_counts))], runs[str(max(frame_counts))]
+    return {
+        "frame_shape": [size_px, size_px],
+        "n_workers": n_workers,
+        "threads_per_worker": threads_per_worker,
+        "runs": runs,
+        "worker_growth": long["max_worker_peak_MB"] / short["max_worker_peak_MB"],
+        "client_growth": long["client_peak_MB"] / short["client_peak_MB"],
+    }

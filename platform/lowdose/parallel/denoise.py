@@ -79,6 +79,12 @@ class ModelHandle:
             cached = _CACHE.get(key)
             if cached is None:
                 cached = self._load_uncached(device)
+                if device == "cpu":
+                    # channels_last: the compact default runs ~30 % faster per CPU second
+                    # in oneDNN with this layout (lowdose bench denoise, docs/performance.md).
+                    import torch
+
+                    cached.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
                 _CACHE[key] = cached
         return cached
 
@@ -196,6 +202,8 @@ def _forward(module: torch.nn.Module, frames: np.ndarray, device: str, amp: bool
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None].to(device)
+    if device == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)  # as the module (ModelHandle.load)
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         y = module(x)
