@@ -16,7 +16,7 @@ from tests.unit.evaluation.column_set import write_column_set
 
 def _lowdose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lowdose", *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "lowdose", *args], capture_output=True, text=True, timeout=600, check=False
     )
 
 
