@@ -375,12 +375,27 @@ def run(
     bar.close()
     rank = {c.train_class: i for i, c in enumerate(cells)}
     table = pd.DataFrame(rows)
+    # Training time from each run's own log (a reused run was trained by an earlier invocation).
+    logged = {c.train_class: _training_seconds(c.run_dir) for c in cells if c.config is not None}
+    table["train_seconds"] = [
+        logged.get(cls, seconds)
+        for cls, seconds in zip(table["train_class"], table["train_seconds"], strict=True)
+    ]
     table = table.assign(_rank=table["train_class"].map(rank))
     table = table.sort_values(["factor", "_rank", "test_class"], kind="stable").drop(columns="_rank")
     table = table.reset_index(drop=True)[list(CSV_COLUMNS)]
     table.to_csv(out / f"{NAME}.csv", index=False)
     figure = _heatmaps(out / f"{NAME}.png", table, list(opts["factors"]))
     return _markdown(out, data, model, architecture, opts, table, skipped, figure)
+
+
+def _training_seconds(run_dir: Path) -> float:
+    """Wall time of the run's last training session (``elapsed_s`` of its last log line)."""
+    try:
+        last = (run_dir / "log.jsonl").read_text().strip().splitlines()[-1]
+        return float(json.loads(last)["elapsed_s"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return float("nan")
 
 
 def _matrix(table: pd.DataFrame, factor: str) -> pd.DataFrame:
@@ -457,7 +472,8 @@ def _markdown(
         f"batch {opts['batch_size']} × {opts['patch_size']}² px patches with flips/rotations/rescaling, "
         f"Poisson noise at {opts['dose_e_per_px']:g} e/px, validation on {opts['validation_patches']} fixed "
         f"{opts['validation_patch_size']}² patches every {opts['validate_every']} steps (best kept), "
-        f"CPU, one thread; measured {seconds.min():.0f}–{seconds.max():.0f} s per run (train + score). "
+        f"CPU, one thread; training took {seconds.min():.0f}–{seconds.max():.0f} s of wall time per run "
+        "(`train_seconds`: the last training session in the run's `log.jsonl`). "
         "With this budget absolute PSNRs are below fully trained models; compare rows within a table.",
         "",
         f"**Splits:** structures split once ({1 - opts['test_fraction']:.0%} training pool / "
