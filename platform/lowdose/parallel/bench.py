@@ -255,9 +255,17 @@ def bare_loop(
         handle.load("cpu")
         split = {"read": 0.0, "denoise": 0.0, "analyse": 0.0}
         t0, cpu0 = time.perf_counter(), time.process_time()
+        counts = ds["counts"]
+        chunk = int(counts.data.chunks[0][0]) if hasattr(counts.data, "chunks") else total
+        block_start, block = -1, np.empty((0,))
         for f in range(total):
             a = time.perf_counter()
-            raw = np.asarray(ds["counts"][f].values)
+            if (
+                f // chunk != block_start
+            ):  # each store chunk is read (decompressed) once, as the pipeline does
+                block_start = f // chunk
+                block = np.asarray(counts[block_start * chunk : min((block_start + 1) * chunk, total)].values)
+            raw = block[f - block_start * chunk]
             b = time.perf_counter()
             den = denoise_frames(raw, handle, device="cpu", batch_frames=1)
             c = time.perf_counter()
