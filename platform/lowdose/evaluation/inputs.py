@@ -191,7 +191,7 @@ def resolve_images(data: Path, options: Mapping[str, Any], card: Mapping[str, An
     if not dose > 0:
         raise LowdoseInputError(f"--option dose_e_per_px: expected a positive dose, got {dose}")
     source = (
-        "the model's training split"
+        "the structure split recorded in the model's card (test = structures it never saw)"
         if from_card
         else f"structure split {list(fractions_t)}, seed {split_seed}, selection {json.dumps(selection)}"
     )
