@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import gc
 from pathlib import Path
 
 import pytest
@@ -13,17 +13,7 @@ from lowdose.training.config import TrainingConfig
 from lowdose.training.trainer import train
 from tests.unit.training.synthetic_store import write_synthetic_set
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("LOWDOSE_TEST_TRAINING_INTEGRATION") != "1",
-        reason=(
-            "KNOWN DEFECT: the 2-rank gloo DDP run hung for 900 s in a clean-clone `make "
-            "test` (passes when run alone); opt in with LOWDOSE_TEST_TRAINING_INTEGRATION=1 "
-            "until the hang is fixed"
-        ),
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def test_two_worker_ddp_equals_single_process(tmp_path: Path) -> None:
@@ -57,6 +47,10 @@ def test_two_worker_ddp_equals_single_process(tmp_path: Path) -> None:
         Client(cluster) as client,
     ):
         results = run_ranks(client, config, tmp_path / "ddp", write_artefact=False)
+        # Workers that imported torch need seconds to finalise (measured 3.9 s on a loaded
+        # machine, 0.7 s frozen): past the nanny's 4 s grace they are killed and the
+        # cluster's close can time out. Freezing the heap skips the final collection.
+        client.run(gc.freeze)
     assert [r.rank for r in results] == [0, 1]
     assert results[0].final_state_sha256 == results[1].final_state_sha256
     single = train(config, tmp_path / "single", progress=False, write_artefact=False)

@@ -1,15 +1,16 @@
 """Streaming: peak training memory does not grow with the store size.
 
-Training has a fixed overhead (torch, autograd buffers, threads: ~150 MB measured);
-the test trains on a small and a 6× larger store and checks that the extra store
-data adds (almost) nothing to the peak RSS, and that the peak stays within an
-absolute bound smaller than the large store.
+Each run trains in its own interpreter and reports how far its peak RSS rose above
+a warmed-up baseline (imports, one optimiser step, the store's coords opened: the
+fixed costs that do not depend on the data). The test trains on a small and a 6×
+larger store and checks that the extra store data adds (almost) nothing to that
+rise (measured 31 MB vs 35 MB), and that the rise stays within a bound three times
+smaller than the large store.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,35 +22,52 @@ import xarray as xr
 from lowdose.store import schema
 from tests.unit.training.synthetic_store import OPTICS
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("LOWDOSE_TEST_TRAINING_INTEGRATION") != "1",
-        reason=(
-            "KNOWN DEFECT: peak RSS grew by 673 MB on a 192 MB store in a clean-clone `make "
-            "test` (144 vs 148 MB when run alone); opt in with "
-            "LOWDOSE_TEST_TRAINING_INTEGRATION=1 until the cause is found"
-        ),
-    ),
-]
+pytestmark = pytest.mark.slow
 
 SMALL_IMAGES = 8
 LARGE_IMAGES = 48
 SIZE = 1024
-MEMORY_BOUND_MB = 180
-STORE_GROWTH_ALLOWANCE_MB = 32
+MEMORY_BOUND_MB = 64
+STORE_GROWTH_ALLOWANCE_MB = 16
 
+# The training runs in a fresh interpreter so that only its own memory is measured.
+# Its peak is VmHWM (the high-water mark of *this* process's address space), reset
+# to the current RSS after the imports with /proc/self/clear_refs. getrusage's
+# ru_maxrss is no use here: after fork+exec Linux carries the parent's high-water
+# mark into the child's ru_maxrss, so under a big pytest (xdist) worker it reported
+# the parent's ~800 MB as the training's peak.
 SCRIPT = r"""
-import json, resource, sys
-import psutil, torch, xarray, zarr, scipy.ndimage, tqdm  # everything train() imports lazily
+import json, sys
+import torch, xarray, zarr, scipy.ndimage, tqdm  # everything train() imports lazily
 import lowdose.store.simulation_set
 from lowdose.training.config import TrainingConfig
 from lowdose.training.trainer import train
+
+def status_kb(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
 torch.set_num_threads(1)
 config = TrainingConfig.model_validate(json.loads(sys.argv[1]))
-baseline = psutil.Process().memory_info().rss
+# Warm-up, so the baseline holds the fixed costs that do not depend on the data: the
+# lazy imports of an optimiser step (torch._dynamo) and of opening the store
+# (xarray/dask; reads only the per-image coords): ~90 + ~25 MB measured.
+from lowdose.models.registry import build
+from lowdose.training.data import resolve_splits
+warm = build("compact", unshuffle=2, scales=2, base_channels=4, max_channels=8)
+optimizer = torch.optim.Adam(warm.parameters())
+warm(torch.rand(2, 1, 64, 64)).square().mean().backward()
+optimizer.step()
+del warm, optimizer
+resolve_splits(config.data, config.selection, config.split_fractions, config.split_seed)
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")  # reset VmHWM to the current RSS
+baseline = status_kb("VmRSS") * 1024
 result = train(config, sys.argv[2], progress=False, write_artefact=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status_kb("VmHWM") * 1024
 print(json.dumps({"baseline": baseline, "peak": peak, "steps": result.steps}))
 """
 
@@ -105,8 +123,9 @@ def _peak_growth_mb(tmp_path: Path, n: int) -> float:
         capture_output=True,
         text=True,
         timeout=600,
-        check=True,
+        check=False,
     )
+    assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["steps"] == 8
     return float((report["peak"] - report["baseline"]) / 2**20)
@@ -118,4 +137,5 @@ def test_peak_memory_does_not_scale_with_store_size(tmp_path: Path) -> None:
     large = _peak_growth_mb(tmp_path, LARGE_IMAGES)
     # 64 samples (8 steps × 8) touch most images of the large store.
     assert large - small < STORE_GROWTH_ALLOWANCE_MB, f"{small:.0f} MB → {large:.0f} MB"
-    assert large < MEMORY_BOUND_MB < large_mb, f"peak RSS grew by {large:.0f} MB on a {large_mb:.0f} MB store"
+    assert MEMORY_BOUND_MB <= large_mb / 3
+    assert large < MEMORY_BOUND_MB, f"peak RSS grew by {large:.0f} MB on a {large_mb:.0f} MB store"

@@ -52,6 +52,12 @@ class TrainingConfig(LowdoseConfig):
     torch_threads: int = Field(2, ge=1, description="torch intra-op threads per process.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device.")
     amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+    ddp_rendezvous_timeout_s: float = Field(
+        300.0, gt=0, description="DDP: seconds every rank waits for all ranks to join before failing."
+    )
+    ddp_timeout_s: float = Field(
+        1800.0, gt=0, description="DDP: seconds a collective waits for the other ranks before failing."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:

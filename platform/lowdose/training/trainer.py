@@ -7,7 +7,10 @@ optimiser, scheduler and early-stopping state, so ``resume=True`` continues with
 the same losses an uninterrupted run would have produced. Under
 ``torch.distributed`` (set up by :func:`train` with ``world_size > 1``) the model is
 wrapped in DDP, each rank streams its own slice of every global batch, and rank 0
-validates, logs and writes. torch/numpy only; never imports dask.
+validates, logs and writes. The rendezvous is bounded: every rank checks in on the
+TCP store and waits at most ``ddp_rendezvous_timeout_s`` for the others, and each
+collective fails after ``ddp_timeout_s``, so a missing or crashed rank is an error,
+never a hang. torch/numpy only; never imports dask.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,66 @@ def validate(
     return float(torch.cat(scores).mean())
 
 
+class DistributedTrainingError(RuntimeError):
+    """The DDP ranks could not meet (rendezvous timeout) or lost each other."""
+
+
+def _rendezvous_store(init_method: str, rank: int, world_size: int, timeout_s: float) -> dist.Store:
+    """A TCP store from ``tcp://host:port`` (rank 0 hosts it), connecting within ``timeout_s``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(init_method)
+    if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+        raise ValueError(f"init_method {init_method!r}: expected tcp://HOST:PORT")
+    try:
+        return dist.TCPStore(
+            parts.hostname,
+            parts.port,
+            world_size,
+            is_master=rank == 0,
+            timeout=timedelta(seconds=timeout_s),
+            wait_for_workers=False,
+        )
+    except (dist.DistError, RuntimeError) as err:
+        raise DistributedTrainingError(
+            f"rank {rank}: cannot {'host' if rank == 0 else 'reach'} the DDP rendezvous at "
+            f"{init_method} within {timeout_s:g} s ({err})"
+        ) from err
+
+
+def init_distributed(
+    backend: str,
+    rank: int,
+    world_size: int,
+    *,
+    init_method: str | None = None,
+    store: dist.Store | None = None,
+    rendezvous_timeout_s: float = 300.0,
+    timeout_s: float = 1800.0,
+) -> None:
+    """Join the ``world_size`` ranks' process group, or raise :class:`DistributedTrainingError`.
+
+    Every rank checks in on the store and waits at most ``rendezvous_timeout_s``
+    for all the others; collectives then fail after ``timeout_s`` instead of
+    blocking forever on a rank that died.
+    """
+    if store is None:
+        if init_method is None:
+            raise ValueError("distributed training needs init_method or store")
+        store = _rendezvous_store(init_method, rank, world_size, rendezvous_timeout_s)
+    store.set(f"lowdose/rank-{rank}", "ready")
+    try:
+        store.wait([f"lowdose/rank-{r}" for r in range(world_size)], timedelta(seconds=rendezvous_timeout_s))
+    except (dist.DistError, RuntimeError) as err:
+        raise DistributedTrainingError(
+            f"rank {rank}: not all {world_size} DDP ranks joined within {rendezvous_timeout_s:g} s "
+            "(ddp_rendezvous_timeout_s); is every rank's worker free and able to reach rank 0?"
+        ) from err
+    dist.init_process_group(
+        backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+    )
+
+
 class _Log:
     """JSON-lines log that can be truncated back to a checkpoint on resume."""
 
@@ -114,6 +178,7 @@ def train(
     rank: int = 0,
     world_size: int = 1,
     init_method: str | None = None,
+    store: dist.Store | None = None,
     progress: bool = True,
     write_artefact: bool = True,
     config_path: str | None = None,
@@ -129,9 +194,11 @@ def train(
         ``best.safetensors`` and the final artefact in ``model/``.
     resume
         Continue from ``out_dir/checkpoint`` (exactly: same subsequent losses).
-    rank, world_size, init_method
+    rank, world_size, init_method, store
         Distributed data parallel: this process's rank, the number of ranks and
-        the ``torch.distributed`` rendezvous (``tcp://host:port``).
+        the rendezvous, either ``tcp://host:port`` (rank 0 hosts a TCP store
+        there) or a connected ``torch.distributed`` store. Waits are bounded by
+        ``config.ddp_rendezvous_timeout_s`` and ``config.ddp_timeout_s``.
     progress
         Show a tqdm bar with loss / validation PSNR / lr (rank 0 only).
     write_artefact
@@ -145,7 +212,15 @@ def train(
     distributed = world_size > 1
     if distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+        init_distributed(
+            backend,
+            rank,
+            world_size,
+            init_method=init_method,
+            store=store,
+            rendezvous_timeout_s=config.ddp_rendezvous_timeout_s,
+            timeout_s=config.ddp_timeout_s,
+        )
     if distributed and device.type == "cuda":
         device = torch.device("cuda", rank % torch.cuda.device_count())
     try:
