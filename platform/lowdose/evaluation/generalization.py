@@ -436,6 +436,7 @@ def _heatmaps(path: Path, table: pd.DataFrame, factors: list[str]) -> Path:
         ax.set_xlabel(f"test {factor}")
         ax.set_ylabel(f"trained on ({factor})")
         ax.set_title(f"PSNR (dB) by {factor}", fontsize=9)
+    fig.subplots_adjust(wspace=0.45)
     fig.colorbar(shown, ax=list(axes[0]), fraction=0.03, pad=0.02, label="PSNR (dB)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
