@@ -87,6 +87,7 @@ def test_model_with_biases_is_not_homogeneous(tmp_path: Path) -> None:
     assert filters.jacobian_at(str(biased), noisy, 64, 64, 33)["relative_difference"] > 1e-2
 
 
+@pytest.mark.slow
 def test_run_writes_report_and_resumes(store: Path, bias_free: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     options = {"window_px": str(WINDOW), "image": "1"}
@@ -108,6 +109,7 @@ def test_run_writes_report_and_resumes(store: Path, bias_free: Path, tmp_path: P
     pd.testing.assert_frame_equal(pd.read_csv(out / "filters.csv"), table)
 
 
+@pytest.mark.slow
 def test_dask_tasks_give_the_same_filters(store: Path, bias_free: Path, tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
