@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from lowdose.cli import app
 from lowdose.config import save_config
+from lowdose.errors import StoreError
 from lowdose.training.config import TrainingConfig
 from lowdose.training.trainer import train
 from tests.unit.training.synthetic_store import write_synthetic_set
@@ -54,6 +55,10 @@ def test_two_worker_ddp_equals_single_process(tmp_path: Path) -> None:
         Client(cluster) as client,
     ):
         results = run_ranks(client, config, tmp_path / "ddp", write_artefact=False)
+        # A rank's error reaches the caller (no rank is left waiting for the other).
+        missing = config.model_copy(update={"data": str(tmp_path / "missing.zarr")})
+        with pytest.raises(StoreError, match=r"missing\.zarr: no such SimulationSet"):
+            run_ranks(client, missing, tmp_path / "failed", write_artefact=False)
         # The same run through the command line, on the same cluster.
         config_file = save_config(config, tmp_path / "train.yaml")
         command = ["train", str(config_file), "--out", str(tmp_path / "cli"), "--no-progress"]
