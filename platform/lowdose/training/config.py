@@ -29,6 +29,11 @@ class TrainingConfig(LowdoseConfig):
     model_options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword config of the model (see lowdose.models.registry.build)."
     )
+    init_weights: str | None = Field(
+        None,
+        description="Start from this model artefact (name, directory or .safetensors beside its card) "
+        "instead of a random init; its architecture must equal model/model_options (fine-tuning).",
+    )
     patch_size: int = Field(256, ge=16, description="Training patch side in pixels.")
     batch_size: int = Field(8, ge=1, description="Global batch size (split evenly over DDP ranks).")
     steps: int = Field(2000, ge=1, description="Maximum optimiser steps.")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowdose.config import save_config
+from lowdose.errors import ConfigError
 from lowdose.models.registry import build
 from lowdose.training.checkpoint import load_checkpoint, save_checkpoint
 from lowdose.training.config import TrainingConfig
@@ -56,8 +57,6 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from lowdose.errors import ConfigError
-
         raise ConfigError("device: 'cuda' requested but torch sees no CUDA device")
     return torch.device(name)
 
@@ -251,7 +250,10 @@ def _train(
     )
     dose_scale = config.dose_e_per_px / splits.store_dose_e_per_px
     torch.manual_seed(config.seed)
-    model = build(config.model, **config.model_options).to(device)
+    model = build(config.model, **config.model_options)
+    if config.init_weights is not None and not resume:
+        _init_from_artefact(model, config)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
@@ -389,6 +391,22 @@ def _train(
         stopped_early=stopped_early,
         artefact=artefact,
     )
+
+
+def _init_from_artefact(model: nn.Module, config: TrainingConfig) -> None:
+    """Copy the weights of ``config.init_weights`` into ``model`` (fine-tuning start)."""
+    from lowdose.models.artefact import load_model
+
+    source, card = load_model(config.init_weights)
+    arch = card.get("architecture") or {}
+    found = (arch.get("name"), dict(arch.get("config") or {}))
+    wanted = (config.model, dict(config.model_options))
+    if found != wanted:
+        raise ConfigError(
+            f"init_weights {config.init_weights!r}: the artefact is {found[0]} {found[1]}, "
+            f"expected the config's model {wanted[0]} {wanted[1]}"
+        )
+    model.load_state_dict(source.state_dict())
 
 
 def _state_sha256(model: nn.Module) -> str:

@@ -97,3 +97,28 @@ def test_shipped_default_config_validates() -> None:
     preset = Path(__file__).parents[3] / "platform" / "lowdose" / "presets" / "train-default.yaml"
     config = load_config(TrainingConfig, preset)
     assert config.model == "compact" and config.dose_e_per_px == 0.45
+
+
+def test_init_weights_starts_from_an_artefact(store: Path, tmp_path: Path) -> None:
+    first = train(_config(store, steps=4, checkpoint_every=4), tmp_path / "first", progress=False)
+    assert first.artefact is not None
+    tuned = _config(store, steps=1, validate_every=1, init_weights=str(first.artefact))
+    fresh = _config(store, steps=1, validate_every=1)
+    started = train(tuned, tmp_path / "tuned", progress=False, write_artefact=False)
+    scratch = train(fresh, tmp_path / "fresh", progress=False, write_artefact=False)
+    # One step from the trained weights lands elsewhere than one step from the seed's init,
+    # and its first loss is that of the trained model, lower than the random init's.
+    assert started.final_state_sha256 != scratch.final_state_sha256
+    assert _losses(tmp_path / "tuned")[0] < _losses(tmp_path / "fresh")[0]
+
+
+def test_init_weights_must_match_the_architecture(store: Path, tmp_path: Path) -> None:
+    first = train(_config(store, steps=2, checkpoint_every=2), tmp_path / "first", progress=False)
+    assert first.artefact is not None
+    other = _config(
+        store,
+        init_weights=str(first.artefact),
+        model_options={"unshuffle": 2, "scales": 2, "base_channels": 8, "max_channels": 8},
+    )
+    with pytest.raises(ConfigError, match="init_weights"):
+        train(other, tmp_path / "other", progress=False, write_artefact=False)
