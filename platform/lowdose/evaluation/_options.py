@@ -16,8 +16,12 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _convert(experiment: str, key: str, value: Any, default: Any) -> Any:
-    where = f"{experiment} --option {key}"
+def _convert(experiment: str, key: str, value: Any, default: Any, integers: frozenset[str]) -> Any:
+    where = f"lowdose evaluate {experiment} --option {key}"
+    if value is None:
+        return None
+    if default is None and key not in integers:
+        return value  # typed later by the experiment (JSON, lists, ...)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -25,7 +29,7 @@ def _convert(experiment: str, key: str, value: Any, default: Any) -> Any:
         if text in _TRUE | _FALSE:
             return text in _TRUE
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if isinstance(default, int) or (default is None and key == "image"):
+    if isinstance(default, int) or key in integers:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         try:
@@ -44,12 +48,16 @@ def _convert(experiment: str, key: str, value: Any, default: Any) -> Any:
 
 
 def parse_options(
-    experiment: str, options: Mapping[str, Any] | None, defaults: Mapping[str, Any]
+    experiment: str,
+    options: Mapping[str, Any] | None,
+    defaults: Mapping[str, Any],
+    integers: tuple[str, ...] = ("image",),
 ) -> dict[str, Any]:
     """``defaults`` updated with ``options``, each value converted to its default's type.
 
-    A tuple default takes a comma-separated string; a ``None`` default for
-    ``image`` takes an integer.
+    A tuple default takes a comma-separated string; the keys in ``integers`` take an
+    integer even when their default is ``None``; any other ``None`` default passes the
+    value through unchanged (the experiment types it).
 
     Raises
     ------
@@ -65,7 +73,8 @@ def parse_options(
     for key, value in (options or {}).items():
         if key not in defaults:
             raise ConfigError(
-                f"{experiment} --option {key}: unknown option; expected one of {sorted(defaults)}"
+                f"lowdose evaluate {experiment} --option {key}: unknown option; "
+                f"expected one of {sorted(defaults)}"
             )
-        resolved[key] = _convert(experiment, key, value, defaults[key])
+        resolved[key] = _convert(experiment, key, value, defaults[key], frozenset(integers))
     return resolved

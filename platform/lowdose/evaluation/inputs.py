@@ -22,6 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from lowdose.errors import LowdoseInputError
+from lowdose.evaluation._options import parse_options
 
 SPLITS = ("train", "validation", "test", "all")
 """Values of the ``split`` option."""
@@ -44,17 +45,17 @@ COMMON_DEFAULTS: dict[str, Any] = {
 def experiment_options(
     experiment: str, options: Mapping[str, Any] | None, defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """``COMMON_DEFAULTS`` and ``defaults`` updated with ``options``; unknown keys are an error."""
-    resolved = {**COMMON_DEFAULTS, **defaults}
-    for key, value in (options or {}).items():
-        if key not in resolved:
-            raise LowdoseInputError(
-                f"lowdose evaluate {experiment} --option {key}: unknown option; "
-                f"expected one of {sorted(resolved)}"
-            )
-        resolved[key] = value
-    for key in ("realisations", "seed", "n_images", "crop", "split_seed"):
-        resolved[key] = _integer(experiment, key, resolved[key])
+    """``COMMON_DEFAULTS`` and ``defaults`` updated with ``options``, typed and range-checked.
+
+    Typing is :func:`lowdose.evaluation._options.parse_options` (the one option parser of
+    every experiment); unknown keys are an error.
+    """
+    resolved = parse_options(
+        experiment,
+        options,
+        {**COMMON_DEFAULTS, **defaults},
+        integers=("realisations", "seed", "n_images", "crop", "split_seed"),
+    )
     if resolved["realisations"] < 1:
         raise LowdoseInputError(f"lowdose evaluate {experiment} --option realisations: expected >= 1")
     if resolved["crop"] is not None and resolved["crop"] < 16:
@@ -67,17 +68,6 @@ def experiment_options(
             f"got {resolved['split']!r}"
         )
     return resolved
-
-
-def _integer(experiment: str, key: str, value: Any) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    try:
-        return int(str(value))
-    except ValueError:
-        raise LowdoseInputError(
-            f"lowdose evaluate {experiment} --option {key}: expected an integer, got {value!r}"
-        ) from None
 
 
 def model_source(model: str | None) -> str:
