@@ -96,8 +96,16 @@ def bench_denoise(quick: bool) -> dict[str, Any]:
     import torch
 
     from lowdose.models.artefact import load_model
-    from lowdose.models.bench import conv_roofline, count_flops, matmul_roofline, model_speed
+    from lowdose.models.bench import (
+        conv_roofline,
+        count_flops,
+        matmul_roofline,
+        model_speed,
+        paired_fraction,
+    )
+    from lowdose.models.layers import prepare_for_inference
     from lowdose.models.registry import build
+    from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES
 
     torch.set_num_threads(1)  # one thread per worker, as the pipeline runs it
     sizes = (128,) if quick else (512, 1024)
@@ -143,22 +151,40 @@ def bench_denoise(quick: bool) -> dict[str, Any]:
             speed["cpu_fraction_of_conv_roofline"] = speed["cpu_gflop_per_s"] / conv["cpu_gflop_per_s"]
             per_size[str(size)] = speed
         results["models"][name] = per_size
-    # Memory-format variant of the default model on this CPU (a candidate optimisation).
+    # Memory-format variant of the default model on this CPU (plain eager, for comparison).
     size = sizes[-1]
     cl = model_speed(default, size, repeats=plan["default"][size], channels_last=True)
     cl["fraction_of_conv_roofline"] = cl["gflop_per_s"] / conv["gflop_per_s"]
     cl["cpu_fraction_of_conv_roofline"] = cl["cpu_gflop_per_s"] / conv["cpu_gflop_per_s"]
     results["default_channels_last"] = {str(size): cl}
     default.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    # The default as the pipeline runs it on CPU: ModelHandle.load's prepare_for_inference
+    # (norms folded, ReLU fused, channels_last, the compact inference path), batch 1 and the
+    # pipeline's batch, each timed in alternation with the roofline's best conv.
+    prepared = prepare_for_inference(default)
+    default_flops = int(results["models"]["default"][str(size)]["flops"])
+    inference: dict[str, Any] = dict(
+        model_speed(prepared, size, repeats=plan["default"][size], flops=default_flops, channels_last=True)
+    )
+    inference["fraction_of_conv_roofline"] = inference["gflop_per_s"] / conv["gflop_per_s"]
+    inference["cpu_fraction_of_conv_roofline"] = inference["cpu_gflop_per_s"] / conv["cpu_gflop_per_s"]
+    batches = (1, 2) if quick else (1, DEFAULT_BATCH_FRAMES)
+    inference["paired"] = {
+        str(b): paired_fraction(prepared, size, conv, default_flops, batch=b, pairs=3 if quick else 7)
+        for b in batches
+    }
+    results["default_inference"] = {str(size): inference}
     results["paper_unet_flops_per_1024_frame"] = float(count_flops(models["unet_paper"], 1024))
     if torch.cuda.is_available():  # pragma: no cover - no GPU on the CI machine
         results["cuda"] = _bench_cuda(models)
-    # The target is judged on the layout the pipeline runs on CPU (channels_last, parallel.denoise).
+    # The target is judged as the pipeline runs the model on CPU (prepared, channels_last, its
+    # batch size), against the best conv of either layout, timed in alternation with it.
+    paired = inference["paired"][str(batches[-1])]
     results["targets"] = [
         target(
-            f"default-model inference (channels_last, as the pipeline runs it) >= 60 % of the "
-            f"same-run 3x3-conv roofline ({size}² frame)",
-            cl["fraction_of_conv_roofline"],
+            f"default-model inference (as the pipeline runs it: prepared, channels_last, batch "
+            f"{batches[-1]}) >= 60 % of the same-run 3x3-conv roofline ({size}² frame; paired median)",
+            paired["fraction"]["median"],
             0.60,
         )
     ]
@@ -390,8 +416,9 @@ def stage_rows(stage: str, f: dict[str, Any]) -> list[tuple[str, str]]:
         conv, mm = f["roofline_conv3x3"], f["roofline_matmul"]
         rows.append(
             (
-                "conv3x3 roofline GFLOP/s (best width)",
-                f"{_g(conv['gflop_per_s'])} (c={conv['best_channels']})",
+                "conv3x3 roofline GFLOP/s (best width and layout)",
+                f"{_g(conv['gflop_per_s'])} "
+                f"(c={conv['best_channels']}, {conv.get('best_layout', 'contiguous')})",
             )
         )
         rows.append((f"matmul {mm['n']}² GFLOP/s", _g(mm["gflop_per_s"])))
@@ -415,6 +442,17 @@ def stage_rows(stage: str, f: dict[str, Any]) -> list[tuple[str, str]]:
                     f"(CPU-time {s.get('cpu_fraction_of_conv_roofline', float('nan')):.0%})",
                 )
             )
+        for size, s in f.get("default_inference", {}).items():
+            for batch, p in s.get("paired", {}).items():
+                rows.append(
+                    (
+                        f"default {size}² as the pipeline runs it, batch {batch}: s/frame, of conv (paired)",
+                        f"{_g(p['s_per_frame']['median'])} (CPU {_g(p['cpu_s_per_frame']['median'])}), "
+                        f"{p['fraction']['median']:.0%} "
+                        f"({p['fraction']['min']:.0%}–{p['fraction']['max']:.0%}, "
+                        f"n={p['fraction']['repeats']}; CPU-time {p['cpu_fraction']['median']:.0%})",
+                    )
+                )
         rows.append(("paper U-Net GFLOP per 1024² frame", _g(f["paper_unet_flops_per_1024_frame"] / 1e9, 4)))
     elif stage == "ingest":
         rows.append(("ingest MB/s", _med(f["ingest_MB_per_s"])))

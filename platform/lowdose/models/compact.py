@@ -17,9 +17,20 @@ the same global batch. torch only; never import dask here.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from lowdose.models.layers import crop_to, pad_to_multiple
+from lowdose.models.layers import (
+    block_padded,
+    crop_to,
+    empty_padded,
+    head_pixel_shuffle_padded,
+    interior,
+    max_pool_2x2_padded,
+    pad_to_multiple,
+    pixel_unshuffle_padded,
+    replicate_ring_,
+)
 from lowdose.models.unet import UNetCore
 
 
@@ -63,9 +74,57 @@ class CompactUNet(nn.Module):
         self.fold = nn.PixelUnshuffle(unshuffle)
         self.core = UNetCore(folded, folded, compact_widths(scales, base_channels, max_channels), norm, bias)
         self.unfold = nn.PixelShuffle(unshuffle)
+        self.inference_path = False
+
+    def enable_inference_path(self) -> None:
+        """Use the inference forward (:meth:`forward_inference`) from now on; eval only.
+
+        Called by :func:`lowdose.models.layers.prepare_for_inference` on its copy.
+        """
+        self.inference_path = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Denoise ``x`` of shape (batch, channels, height, width); any height/width."""
+        if self.inference_path and not self.training:
+            return self.forward_inference(x)
         padded, size = pad_to_multiple(x, self.unshuffle * 2**self.scales)
         out: torch.Tensor = self.unfold(self.core(self.fold(padded)))
         return crop_to(out, size)
+
+    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function as :meth:`forward` with fewer passes over memory (CPU inference).
+
+        Feature maps stay in padded form (a one-pixel replicate ring, channels_last) from
+        the fold to the head, so no conv needs a padded copy of its input; the fold and the
+        1×1 head + unfold are single permuting copies, max-pooling four strided maxima, the
+        skip concatenation one copy into a padded map. The convs are whatever the core holds
+        (``InferenceConv2d`` after ``prepare_for_inference``; others run unpadded).
+        """
+        padded, size = pad_to_multiple(x, self.unshuffle * 2**self.scales)
+        h = pixel_unshuffle_padded(padded, self.unshuffle)
+        core = self.core
+        skips = []
+        for level, block in enumerate(core.encoder):
+            if level > 0:
+                h = max_pool_2x2_padded(h)
+            h = block_padded(block, h)
+            skips.append(h)
+        skips.pop()
+        for block in core.decoder:
+            skip = skips.pop()
+            height, width = skip.shape[-2] - 2, skip.shape[-1] - 2
+            channels = h.shape[1]
+            joined = empty_padded(skip, channels + skip.shape[1], height, width)
+            if 2 * (h.shape[-2] - 2) == height and 2 * (h.shape[-1] - 2) == width:
+                # Bilinear ×2 (half-pixel centres) of the replicate-padded map, cropped by one,
+                # is the padded form of the upsampled interior (edge clamping = replication),
+                # equal up to rounding; the upsample then reads a contiguous channels_last map.
+                up = F.interpolate(h, size=(height + 4, width + 4), mode="bilinear", align_corners=False)
+                joined[:, :channels].copy_(interior(up))
+            else:
+                up = F.interpolate(interior(h), size=(height, width), mode="bilinear", align_corners=False)
+                interior(joined[:, :channels]).copy_(up)
+                replicate_ring_(joined[:, :channels])
+            joined[:, channels:].copy_(skip)  # ring included: it is already replicate
+            h = block_padded(block, joined)
+        return crop_to(head_pixel_shuffle_padded(h, core.head, self.unshuffle), size)

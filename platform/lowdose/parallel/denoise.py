@@ -80,11 +80,12 @@ class ModelHandle:
             if cached is None:
                 cached = self._load_uncached(device)
                 if device == "cpu":
-                    # channels_last: the compact default runs ~30 % faster per CPU second
-                    # in oneDNN with this layout (lowdose bench denoise, docs/performance.md).
-                    import torch
+                    # A copy rewritten for CPU inference: norms folded into the convs, ReLU
+                    # fused, channels_last, the compact model's own inference path; the same
+                    # function up to float rounding (lowdose bench denoise, docs/performance.md).
+                    from lowdose.models.layers import prepare_for_inference
 
-                    cached.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                    cached = prepare_for_inference(cached)
                 _CACHE[key] = cached
         return cached
 
