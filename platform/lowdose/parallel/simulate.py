@@ -101,6 +101,12 @@ def _kernel(job: StructureJob, config: SimulationGridConfig) -> tuple[int, Any]:
     return job.model_id, stack
 
 
+def _submit(client: Client, config: SimulationGridConfig, todo: list[StructureJob], out: Path) -> list[Any]:
+    keys = [f"simulate-{out.name}-{j.model_id}" for j in todo]
+    futures: list[Any] = client.map(_kernel, todo, config=config, key=keys)
+    return futures
+
+
 def run_grid(
     config: SimulationGridConfig,
     out: str | Path,
@@ -130,9 +136,23 @@ def run_grid(
 
     start = time.perf_counter()
     out = Path(out)
-    jobs, todo = prepare_store(config, out)
-    if max_structures is not None:
-        todo = todo[:max_structures]
+    fresh = not out.exists()
+    futures: list[Any] = []
+    if fresh and client is not None:
+        # A new store: every structure is to do, so submit first and create the store on
+        # the client while the workers compute (and import/compile abTEM on a cold worker).
+        todo = expand_grid(config)
+        if max_structures is not None:
+            todo = todo[:max_structures]
+        futures = _submit(client, config, todo, out)
+    try:
+        jobs, remaining = prepare_store(config, out)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    if not fresh or client is None:
+        todo = remaining if max_structures is None else remaining[:max_structures]
     by_id = {j.model_id: j for j in todo}
     n_images = sum(j.n_images for j in jobs)
     skipped = n_images - sum(j.n_images for j in todo)
@@ -140,11 +160,8 @@ def run_grid(
     if todo and client is None:
         raise ValueError("run_grid needs a Dask client: structures remain to be simulated")
     bar = tqdm(total=n_images, initial=skipped, unit="img", desc="simulate", disable=not progress)
-    futures = (
-        []
-        if client is None or not todo
-        else client.map(_kernel, todo, config=config, key=[f"simulate-{out.name}-{j.model_id}" for j in todo])
-    )
+    if client is not None and todo and not futures:
+        futures = _submit(client, config, todo, out)
     try:
         for future in as_completed(futures) if futures else []:
             model_id, stack = future.result()
