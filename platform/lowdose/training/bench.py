@@ -24,17 +24,23 @@ from lowdose.models.bench import summary
 from lowdose.training.sampler import Augmentation, PatchSampler
 
 
-def write_clean_store(path: str | Path, n_images: int, size_px: int, seed: int = 0) -> Path:
+def write_clean_store(
+    path: str | Path, n_images: int, size_px: int, seed: int = 0, *, tiled: bool = True
+) -> Path:
     """A minimal SimulationSet-like store: a ``clean`` (image, y, x) float32 array.
 
-    Chunks of one image, compressed with the SimulationSet's codecs (zstd level 0
-    + crc32c), so reads cost what they cost on a real store. Images are a
-    lattice of Gaussian columns on a smooth background with a random offset.
+    Chunked as a new SimulationSet (one image × 256² tiles,
+    :func:`~lowdose.store.simulation_set.clean_chunks`), or one whole image per
+    chunk as stores made before the tiling (``tiled=False``); compressed with the
+    SimulationSet's codecs (zstd level 0 + crc32c), so reads cost what they cost
+    on a real store. Images are a lattice of Gaussian columns on a smooth
+    background with a random offset.
     """
     import zarr
     from zarr.codecs import ZstdCodec
 
     from lowdose.store.integrity import checksum_codecs
+    from lowdose.store.simulation_set import clean_chunks
 
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -42,7 +48,7 @@ def write_clean_store(path: str | Path, n_images: int, size_px: int, seed: int =
         store=str(path),
         name="clean",
         shape=(n_images, size_px, size_px),
-        chunks=(1, size_px, size_px),
+        chunks=clean_chunks((size_px, size_px)) if tiled else (1, size_px, size_px),
         dtype="float32",
         compressors=checksum_codecs(ZstdCodec(level=0)),
         overwrite=True,
@@ -107,7 +113,9 @@ def train_benchmark(
         ``streaming_samples_per_s`` and ``in_memory_samples_per_s`` (median and
         spread over repeats), ``ratio`` (streaming / in-memory, per repeat pair),
         ``sampler_s_per_batch`` (making one batch in the foreground: what the
-        prefetch threads must hide) and the run's shape.
+        prefetch threads must hide) and its CPU time per sample
+        (``sampler_cpu_s_per_sample``), the process CPU s/sample of both feeds
+        and their ratio, and the run's shape.
     """
     from lowdose.models.registry import build
     from lowdose.training.sampler import open_clean_array
@@ -134,11 +142,12 @@ def train_benchmark(
         )
         # Warm up both paths (allocator, kernels, zarr/codec imports); not timed.
         _train_steps(net, optimizer, sampler.iterate(0, 1))
-        sampler_times = []
+        sampler_times, sampler_cpu = [], []
         for step in range(1, 4):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             sampler.batch(step)
             sampler_times.append(time.perf_counter() - t0)
+            sampler_cpu.append((time.thread_time() - c0) / batch_size)
         streaming, in_memory, ratios, cpu_str, cpu_mem = [], [], [], [], []
         for repeat in range(repeats):
             first = 1 + repeat * steps
@@ -166,6 +175,9 @@ def train_benchmark(
         "in_memory_samples_per_s": summary(in_memory),
         "ratio": summary(ratios),
         "sampler_s_per_batch": summary(sampler_times),
+        # CPU seconds of the calling thread per sample while making those batches
+        # (read, resample, noise): the work a loader thread adds to each sample.
+        "sampler_cpu_s_per_sample": summary(sampler_cpu),
         # CPU seconds per sample of the whole process (loader threads included):
         # what streaming costs in work, whatever else runs on the machine.
         "streaming_cpu_s_per_sample": summary(cpu_str),

@@ -36,18 +36,20 @@ def _coords():
     }
 
 
+ATTRS = {
+    "voltage_kV": 300.0,
+    "C3_um": -13.0,
+    "C5_mm": 5.0,
+    "focal_spread_nm": 4.0,
+    "convergence_mrad": 0.2,
+    "vibration_pm": 50.0,
+    "pixel_size_A": 0.061,
+    "dose_e_per_px": 0.45,
+}
+
+
 def _create(path, digest="abc"):
-    attrs = {
-        "voltage_kV": 300.0,
-        "C3_um": -13.0,
-        "C5_mm": 5.0,
-        "focal_spread_nm": 4.0,
-        "convergence_mrad": 0.2,
-        "vibration_pm": 50.0,
-        "pixel_size_A": 0.061,
-        "dose_e_per_px": 0.45,
-    }
-    return create_simulation_set(path, image_shape=SHAPE, coords=_coords(), attrs=attrs, grid_digest=digest)
+    return create_simulation_set(path, image_shape=SHAPE, coords=_coords(), attrs=ATTRS, grid_digest=digest)
 
 
 def _gt(model_id):
@@ -148,3 +150,21 @@ def test_open_refuses_missing_and_foreign_stores(tmp_path):
     xr.Dataset({"a": ("x", np.zeros(3))}).to_zarr(other, consolidated=False)
     with pytest.raises(StoreError, match="SimulationSet"):
         open_simulation_set(other)
+
+
+def test_new_sets_are_tiled_and_read_one_image_per_dask_chunk(tmp_path):
+    import zarr
+
+    from lowdose.store.simulation_set import CLEAN_TILE_PX, clean_chunks
+
+    path = tmp_path / "tiled.zarr"
+    shape = (CLEAN_TILE_PX + 11, 20)  # two tiles down, one across
+    coords = {k: v[:2] for k, v in _coords().items()}
+    create_simulation_set(path, image_shape=shape, coords=coords, attrs=ATTRS, grid_digest="t")
+    assert zarr.open_array(str(path), path="clean", mode="r").chunks == (1, CLEAN_TILE_PX, 20)
+    assert clean_chunks(shape) == (1, CLEAN_TILE_PX, 20) and clean_chunks((8, 8)) == (1, 8, 8)
+    images = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    write_images(path, 0, images, ["white", "black"], _gt(0), 0)
+    ds = open_simulation_set(path)
+    assert ds["clean"].chunks == ((1, 1), (shape[0],), (shape[1],))
+    np.testing.assert_array_equal(ds["clean"].values, images)
