@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowdose.models.layers import (
+    InferenceConv2d,
     block_padded,
     crop_to,
     empty_padded,
@@ -114,12 +115,18 @@ class CompactUNet(nn.Module):
             skip = skips.pop()
             height, width = skip.shape[-2] - 2, skip.shape[-1] - 2
             channels = h.shape[1]
-            joined = empty_padded(skip, channels + skip.shape[1], height, width)
-            if 2 * (h.shape[-2] - 2) == height and 2 * (h.shape[-1] - 2) == width:
-                # Bilinear ×2 (half-pixel centres) of the replicate-padded map, cropped by one,
-                # is the padded form of the upsampled interior (edge clamping = replication),
-                # equal up to rounding; the upsample then reads a contiguous channels_last map.
+            first = block[0] if isinstance(block, nn.Sequential) and len(block) else None
+            doubles = 2 * (h.shape[-2] - 2) == height and 2 * (h.shape[-1] - 2) == width
+            if doubles:
+                # Bilinear ×2 (half-pixel centres) of the replicate-padded map: its centre
+                # (cropped by one) is the padded form of the upsampled interior, edge clamping
+                # being replication (equal up to rounding); it reads a contiguous map.
                 up = F.interpolate(h, size=(height + 4, width + 4), mode="bilinear", align_corners=False)
+            if doubles and isinstance(first, InferenceConv2d) and first.border_fix:
+                h = block_padded(block, first.forward_joined_padded(up, skip), start=1)
+                continue
+            joined = empty_padded(skip, channels + skip.shape[1], height, width)
+            if doubles:
                 joined[:, :channels].copy_(interior(up))
             else:
                 up = F.interpolate(interior(h), size=(height, width), mode="bilinear", align_corners=False)

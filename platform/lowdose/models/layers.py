@@ -196,6 +196,7 @@ class InferenceConv2d(nn.Module):
             raise ValueError(f"InferenceConv2d: string padding {padding!r} is not supported")
         self.padding = (int(padding[0]), int(padding[1]))
         self.padding_mode = conv.padding_mode
+        self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # The border fix-up below is exact for the 3×3, stride-1, pad-1 replicate conv only.
         self.border_fix = (
             self.padding_mode == "replicate"
@@ -255,6 +256,48 @@ class InferenceConv2d(nn.Module):
         No padded copy of any map is made. Only for :attr:`border_fix` convs.
         """
         out = self._conv(xp, (1, 1), self.relu)
+        return replicate_ring_(out)
+
+    def forward_joined_padded(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The conv (+ ReLU) of ``cat([up, skip])`` in padded form, without concatenating.
+
+        ``skip`` is in padded form (``H + 2``); ``up`` is the bilinear ×2 of the padded lower
+        level, ``H + 4`` wide, whose centre ``H + 2`` is the padded upsampled map. The conv
+        is split by input channels: the skip half with zero padding over ``skip``, the up
+        half unpadded over ``up`` (one pixel wider each side, so the two line up), summed
+        (and ReLU) inside oneDNN's conv when available. Only for :attr:`border_fix` convs.
+        """
+        n_up = up.shape[1]
+        split = self._split_cache.get(n_up)
+        if split is None:
+            weight = self.weight.detach()
+            split = (
+                weight[:, :n_up].contiguous(memory_format=torch.channels_last),
+                weight[:, n_up:].contiguous(memory_format=torch.channels_last),
+            )
+            self._split_cache[n_up] = split
+        w_up, w_skip = split
+        out = F.conv2d(skip, w_skip, self.bias, 1, 1)
+        if _fused_relu() and up.device.type == "cpu" and up.dtype == torch.float32:
+            torch.ops.mkldnn._convolution_pointwise_.binary(
+                out,
+                up,
+                w_up,
+                None,
+                [0, 0],
+                [1, 1],
+                [1, 1],
+                1,
+                "add",
+                None,
+                "relu" if self.relu else None,
+                [],
+                None,
+            )
+        else:
+            out += F.conv2d(up, w_up)
+            if self.relu:
+                out.relu_()
         return replicate_ring_(out)
 
 
@@ -369,14 +412,15 @@ def empty_padded(like: torch.Tensor, channels: int, height: int, width: int) -> 
     )
 
 
-def block_padded(block: nn.Module, xp: torch.Tensor) -> torch.Tensor:
+def block_padded(block: nn.Module, xp: torch.Tensor, start: int = 0) -> torch.Tensor:
     """Run a ``nn.Sequential`` on a padded-form map, returning padded form.
 
     ``InferenceConv2d`` layers with :attr:`~InferenceConv2d.border_fix` run padded
     (:meth:`~InferenceConv2d.forward_padded`); ``Identity`` is skipped; anything else
-    runs on the interior and is padded again.
+    runs on the interior and is padded again. ``start`` skips the first layers.
     """
-    for layer in block.children() if isinstance(block, nn.Sequential) else (block,):
+    layers = list(block.children()) if isinstance(block, nn.Sequential) else [block]
+    for layer in layers[start:]:
         if isinstance(layer, nn.Identity):
             continue
         if isinstance(layer, InferenceConv2d) and layer.border_fix:

@@ -93,6 +93,13 @@ def test_border_fix_and_unfused_relu_match_replicate_conv(monkeypatch):
         assert _rel_err(fused(x), ref) < 1e-6
 
 
+def test_compact_inference_path_without_the_fused_kernels(monkeypatch):
+    # The plain-conv fallback (no oneDNN pointwise kernels) computes the same function.
+    monkeypatch.setattr(layers, "_FUSED_RELU", False)
+    model = build("compact", unshuffle=2, scales=2, base_channels=4, max_channels=8).eval()
+    assert _compare(model, (1, 1, 200, 232), seed=2) < 1e-5
+
+
 def test_fusing_needs_eval_mode():
     with pytest.raises(ValueError, match="eval mode"):
         fuse_conv_norm_relu(build("dncnn", depth=3, channels=4).train())
