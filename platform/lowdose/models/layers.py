@@ -368,15 +368,18 @@ def fuse_conv_norm_relu(module: nn.Module) -> int:
     return fused
 
 
-def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+def prepare_for_inference(
+    model: nn.Module, *, channels_last: bool = True, inplace: bool = False
+) -> nn.Module:
     """A copy of ``model`` rewritten for fast CPU inference; the same function up to rounding.
 
     Folds norms into the convs, fuses ReLUs, switches a model's own inference path on
     (``enable_inference_path()``, e.g. :class:`~lowdose.models.compact.CompactUNet`) and
     converts the weights to channels_last. The copy is for inference only (no gradients).
-    ``model`` itself is left unchanged.
+    ``model`` itself is left unchanged unless ``inplace`` (no copy: for a model nobody else
+    holds, e.g. one just loaded from an artefact; saves its memory once more).
     """
-    prepared = copy.deepcopy(model).eval()
+    prepared = (model if inplace else copy.deepcopy(model)).eval()
     for parameter in prepared.parameters():
         parameter.requires_grad_(False)
     fuse_conv_norm_relu(prepared)

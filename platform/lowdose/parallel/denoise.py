@@ -85,7 +85,8 @@ class ModelHandle:
                     # function up to float rounding (lowdose bench denoise, docs/performance.md).
                     from lowdose.models.layers import prepare_for_inference
 
-                    cached = prepare_for_inference(cached)
+                    # An artefact's module was just loaded here: no copy needed.
+                    cached = prepare_for_inference(cached, inplace=self.module is None)
                 _CACHE[key] = cached
         return cached
 
