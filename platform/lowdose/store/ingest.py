@@ -6,6 +6,12 @@ inputs (see :mod:`lowdose.store.readers`) batch by batch, validates every batch
 written, and appends it to the store. Peak memory is a few batches whatever the
 input size.
 
+Speed: batch i+1 is read and validated while batch i is compressed and written by a
+writer thread (its chunks compressed in parallel, see
+:func:`~lowdose.store.series.append_frames`), and for a new store the sources' sha256
+checksums are computed in a third thread beside both. Raw (uncompressed, contiguous)
+TIFF data is read with one positioned read per batch instead of page by page.
+
 Safety and re-runs:
 
 * The store is built at ``OUT.partial`` and renamed to ``OUT`` only after the
@@ -15,8 +21,9 @@ Safety and re-runs:
 * Non-uint8 inputs are scanned once before anything is written (their maximum picks
   the store dtype: uint8 when it fits, else uint16/uint32), so bad values in them are
   found before the store exists.
-* Sources are recorded with sha256 checksums. Re-running on the same inputs is a
-  no-op (new metadata flags are then ignored: edit attrs with
+* Sources are recorded with sha256 checksums (in a new store once they are known:
+  a run killed before its first checksums were recorded starts over). Re-running on
+  the same inputs is a no-op (new metadata flags are then ignored: edit attrs with
   :func:`~lowdose.store.series.update_series_attrs`); an interrupted run (Ctrl-C,
   kill) leaves ``OUT.partial`` whose committed frames are kept and the next run
   resumes after them (temp files of a chunk write cut short are removed first).
@@ -29,9 +36,12 @@ Imports numpy, zarr (through :mod:`lowdose.store.series`) and tqdm; never torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,12 +67,18 @@ BATCH_TARGET_BYTES = 64 << 20
 HASH_BLOCK_BYTES = 8 << 20
 
 
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file, read in 8 MiB blocks."""
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """Return the hex sha256 of a file, read in 8 MiB blocks (``stop`` set: give up early).
+
+    hashlib releases the GIL on large blocks, so this runs beside the ingest's reads
+    and compression in a thread of its own.
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
+    block = bytearray(HASH_BLOCK_BYTES)
+    view = memoryview(block)
+    with path.open("rb", buffering=0) as handle:
+        while (size := handle.readinto(block)) and not (stop is not None and stop.is_set()):
+            digest.update(view[:size])
     return digest.hexdigest()
 
 
@@ -163,17 +179,26 @@ def _batches(
         yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def _source_records(sources: Sequence[FrameSource], progress: bool) -> list[dict[str, Any]]:
+def _source_records(
+    sources: Sequence[FrameSource], progress: bool = False, stop: threading.Event | None = None
+) -> list[dict[str, Any]]:
+    """The ``sources`` attrs: one record (with the file's sha256) per source, in order.
+
+    ``stop`` (set by an ingest that failed) ends the hashing early with ``[]``.
+    """
     from tqdm import tqdm
 
     records = []
     for source in tqdm(sources, desc="checksums", unit="file", disable=not progress):
+        digest = sha256_file(source.path, stop)
+        if stop is not None and stop.is_set():
+            return []
         records.append(
             {
                 "path": str(source.path.resolve()),
                 "dataset": source.dataset,
                 "format": source.format,
-                "sha256": sha256_file(source.path),
+                "sha256": digest,
                 "size_bytes": source.path.stat().st_size,
                 "n_frames": source.n_frames,
                 "dtype": source.dtype.name,
@@ -290,6 +315,10 @@ def ingest(
     if not specs:
         raise FormatError("no input files given")
     sources: list[FrameSource] = []
+    records: list[dict[str, Any]] | None = None
+    hashing: Future[list[dict[str, Any]]] | None = None
+    hash_stop = threading.Event()
+    hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowdose-ingest-sha256")
     try:
         for spec in specs:
             sources.append(open_source(spec, h5_dataset=h5_dataset))
@@ -299,9 +328,13 @@ def ingest(
                 raise source.fail(
                     f"frame shape {source.frame_shape}; expected {frame_shape} like {sources[0].path}"
                 )
-        records = _source_records(sources, progress)
+        if out_path.exists() or partial.exists():  # what to do depends on the sources' identity
+            records = _source_records(sources, progress)
+        else:  # a fresh store: hash the sources beside the ingest, record them once known
+            hashing = hash_pool.submit(_source_records, sources, False, hash_stop)
 
         if out_path.exists():
+            assert records is not None
             attrs = series_attrs(out_path)
             if attrs.get("ingest_state") == "complete" and _same_sources(attrs.get("sources"), records):
                 return out_path
@@ -311,7 +344,7 @@ def ingest(
 
         frame_bytes = frame_shape[0] * frame_shape[1]
         n_total = sum(s.n_frames for s in sources)
-        state = _partial_state(partial, records)
+        state = _partial_state(partial, records) if records is not None else None
         if state == "complete":  # crashed between the completion marker and the rename
             remove_stale_temp_files(partial)
             partial.rename(out_path)
@@ -340,7 +373,7 @@ def ingest(
                 dtype = "uint8"
             else:
                 dtype = smallest_counts_dtype(_scan_max(sources, batch, float_policy, progress))
-            extra: dict[str, Any] = {"sources": records, "ingest_state": "in_progress"}
+            extra: dict[str, Any] = {"sources": records or [], "ingest_state": "in_progress"}
             if "exposure_s" in metadata:
                 extra["exposure_s"] = metadata["exposure_s"]
             create_frame_series(
@@ -356,13 +389,30 @@ def ingest(
             )
             start, counts_sum = 0, 0.0
 
+        # Batch i+1 is read and validated while batch i is compressed and written (one
+        # writer thread: appends stay in order, each commits n_frames after its data).
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowdose-ingest-write")
         with tqdm(total=n_total, initial=start, desc="ingest", unit="frame", disable=not progress) as bar:
-            for frames in _batches(sources, start, batch, float_policy):
-                counts_sum += float(frames.sum(dtype="float64"))
-                append_frames(partial, frames)
-                bar.update(frames.shape[0])
+            with writer:
+                writing: Future[int] | None = None
+                in_flight = 0
+                for frames in _batches(sources, start, batch, float_policy):
+                    total = int(frames.sum(dtype=np.uint64))  # exact; beside the write in flight
+                    if writing is not None:
+                        writing.result()
+                        bar.update(in_flight)
+                        records = _record_sources(partial, records, hashing, wait=False)
+                    writing = writer.submit(append_frames, partial, frames)
+                    counts_sum += total
+                    in_flight = frames.shape[0]
+                if writing is not None:
+                    writing.result()
+                    bar.update(in_flight)
 
         final: dict[str, Any] = {"ingest_state": "complete"}
+        if records is None:  # recorded together with the completion marker
+            assert hashing is not None
+            final["sources"] = records = hashing.result()
         if dose_e_per_px is None:
             final["dose_e_per_px"] = counts_sum / max(n_total * frame_bytes, 1)
             final["dose_source"] = "measured mean counts per pixel per frame"
@@ -371,15 +421,50 @@ def ingest(
         update_series_attrs(partial, final)
         partial.rename(out_path)
         return out_path
-    except StorageFullError:
-        raise  # keep OUT.partial: its committed frames are valid and the re-run resumes after them
-    except LowdoseInputError:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
+    except LowdoseInputError as err:
+        if isinstance(err, StorageFullError):
+            # keep OUT.partial: its committed frames are valid and the re-run resumes after them
+            _keep_partial(partial, records, hashing)
+        else:
+            hash_stop.set()
+            if partial.exists():
+                shutil.rmtree(partial, ignore_errors=True)
+        raise
+    except BaseException:  # Ctrl-C, kill by signal handler, a bug: keep what was committed
+        _keep_partial(partial, records, hashing)
         raise
     finally:
+        hash_stop.set()
+        hash_pool.shutdown(wait=True)
         for source in sources:
             source.close()
+
+
+def _record_sources(
+    partial: Path, records: list[dict[str, Any]] | None, hashing: Future[Any] | None, *, wait: bool
+) -> list[dict[str, Any]] | None:
+    """Write the sources' records into ``partial`` once their checksums are known.
+
+    Until then a partial store has ``sources == []`` and a re-run cannot resume it
+    (it starts over): resuming needs proof that the inputs are the same files.
+    """
+    if records is not None or hashing is None or not (wait or hashing.done()):
+        return records
+    found = hashing.result()
+    if found:
+        update_series_attrs(partial, {"sources": found})
+        return list(found)
+    return None
+
+
+def _keep_partial(partial: Path, records: list[dict[str, Any]] | None, hashing: Future[Any] | None) -> None:
+    """Interrupted: finish the checksums (they run ahead of the ingest) so a re-run can resume."""
+    if records is not None or hashing is None or not partial.exists():
+        return
+    with contextlib.suppress(Exception):  # the interruption is what the caller must see
+        attrs = series_attrs(partial)
+        if int(attrs.get("n_frames", 0)) > 0:
+            _record_sources(partial, records, hashing, wait=True)
 
 
 def _partial_state(partial: Path, records: list[dict[str, Any]]) -> str | None:

@@ -159,6 +159,9 @@ class TiffSource(FrameSource):
     def __init__(self, path: Path) -> None:
         import tifffile
 
+        self._file: Any = None
+        self._raw: list[int] | None = None
+        self._raw_dtype = np.dtype("uint8")
         with library_errors(str(path), "TIFF"):
             self._tif: Any = tifffile.TiffFile(path)
             series = list(self._tif.series)
@@ -183,6 +186,7 @@ class TiffSource(FrameSource):
                     )
                 self._parts.append((part, int(np.prod(part.shape[:-2], dtype=np.int64))))
             self._check_extent(path)
+            self._raw = self._raw_layout(first.dtype)
             metadata = self._metadata()
             self._tif.close()  # reopened by read(): a folder of 10^5 TIFFs must not hold 10^5 handles
             self._tif = None
@@ -227,6 +231,27 @@ class TiffSource(FrameSource):
                         f"(more than {MAX_EXPANSION}× expansion); corrupt or absurd dimensions"
                     )
 
+    def _raw_layout(self, dtype: Any) -> list[int] | None:
+        """File offsets of each series' frames when every series is stored raw, else None.
+
+        Raw means uncompressed, unpredicted, in final byte layout and contiguous
+        (tifffile's ``dataoffset``): frame ``i`` of a series then starts at
+        ``offset + i * frame_bytes`` and a batch is one ``readinto`` instead of a
+        parse-and-decode per page (≈ 0.35 ms per page for 512² frames).
+        """
+        # Walk the whole IFD chain (≈ 7 µs per page): a file cut after its image data
+        # but before its last page headers is truncated, and tifffile logs that as an
+        # error, which the caller's library_errors turns into a FormatError.
+        len(self._tif.pages)
+        offsets = []
+        for part, _ in self._parts:
+            offset = part.dataoffset
+            if offset is None or part.dtype != dtype:
+                return None
+            offsets.append(int(offset))
+        self._raw_dtype = np.dtype(dtype).newbyteorder(self._tif.byteorder)
+        return offsets
+
     def _metadata(self) -> dict[str, float]:
         found: dict[str, float] = {}
         tif = self._tif
@@ -249,6 +274,8 @@ class TiffSource(FrameSource):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Return frames ``[start, stop)``, decoding only the pages needed."""
+        if self._raw is not None:
+            return self._read_raw(start, stop)
         import tifffile
 
         pieces = []
@@ -264,11 +291,38 @@ class TiffSource(FrameSource):
             offset += n
         return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` of raw series: one positioned read per series touched."""
+        assert self._raw is not None
+        frame_bytes = self.frame_shape[0] * self.frame_shape[1] * self._raw_dtype.itemsize
+        out = np.empty((stop - start, *self.frame_shape), dtype=self._raw_dtype)
+        view = out.reshape(-1).view(np.uint8).data
+        if self._file is None:
+            self._file = self.path.open("rb", buffering=0)
+        filled = 0
+        first = 0
+        for offset, (_, n) in zip(self._raw, self._parts, strict=True):
+            lo, hi = max(start - first, 0), min(stop - first, n)
+            if lo < hi:
+                end = filled + (hi - lo) * frame_bytes
+                self._file.seek(offset + lo * frame_bytes)
+                while filled < end:  # a raw read may return fewer bytes than asked
+                    got = self._file.readinto(view[filled:end])
+                    if not got:
+                        frame = start + filled // frame_bytes
+                        raise self.fail("truncated TIFF: the file ends inside the image data", frame)
+                    filled += got
+            first += n
+        return out if self._raw_dtype.isnative else out.astype(self._raw_dtype.newbyteorder("="))
+
     def close(self) -> None:
         """Close the TIFF file (a later read reopens it)."""
         if self._tif is not None:
             self._tif.close()
             self._tif = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class MrcSource(FrameSource):

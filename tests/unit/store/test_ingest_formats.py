@@ -230,3 +230,59 @@ def test_sources_are_read_twice_and_closed_between(tmp_path: Path) -> None:
         [tmp_path / "a.h5", tmp_path / "b.tif"], tmp_path / "s.zarr", pixel_size_A=0.1, frame_rate_hz=40.0
     )
     check(out, frames, dtype="uint8")
+
+
+@pytest.mark.parametrize(
+    ("layout", "raw"),
+    [
+        ({}, True),
+        ({"imagej": True}, True),
+        ({"byteorder": ">"}, True),
+        ({"contiguous": False}, True),
+        ({"tile": (16, 16)}, False),
+        ({"compression": "zlib"}, False),
+    ],
+)
+def test_raw_tiff_batches_equal_tifffile_pages(tmp_path: Path, layout: dict, raw: bool) -> None:
+    from lowdose.store.readers import open_source
+
+    frames = np.random.default_rng(3).integers(0, 5000, (3, 5, 32, 32)).astype("uint16")
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, frames, photometric="minisblack", **layout)
+    source = open_source(src)
+    assert (source._raw is not None) == raw  # raw data: one positioned read per batch
+    flat = frames.reshape(-1, 32, 32)
+    for start, stop in ((0, 15), (2, 9), (14, 15)):
+        batch = source.read(start, stop)
+        assert batch.dtype == np.dtype("uint16") and batch.dtype.isnative
+        np.testing.assert_array_equal(batch, flat[start:stop])
+    source.close()
+
+
+def test_raw_tiff_batches_span_series(tmp_path: Path) -> None:
+    from lowdose.store.readers import open_source
+
+    first = counts("uint8")[:5]
+    second = counts("uint8", seed=1)[:4]
+    src = tmp_path / "two.tif"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(first, photometric="minisblack")
+        tif.write(second, photometric="minisblack")
+    source = open_source(src)
+    assert source._raw is not None and len(source._raw) == 2
+    np.testing.assert_array_equal(source.read(3, 7), np.concatenate([first, second])[3:7])
+    source.close()
+
+
+def test_raw_tiff_shrunk_after_open_is_a_format_error(tmp_path: Path) -> None:
+    from lowdose.errors import FormatError
+    from lowdose.store.readers import open_source
+
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, counts("uint8"))
+    source = open_source(src)
+    with src.open("r+b") as handle:  # the file is cut while the ingest runs
+        handle.truncate(src.stat().st_size // 2)
+    with pytest.raises(FormatError, match=r"stack\.tif: frame \d+: truncated TIFF"):
+        source.read(0, SHAPE[0])
+    source.close()

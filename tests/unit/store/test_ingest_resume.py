@@ -141,3 +141,39 @@ def test_crash_between_completion_marker_and_rename(tmp_path: Path, monkeypatch:
     assert ingest([tmp_path / "a.tif"], out, **META) == out
     assert not partial.exists()
     np.testing.assert_array_equal(open_series(out)["counts"].values, data)
+
+
+def test_partial_without_recorded_sources_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed before the background checksums were recorded: no proof of same inputs, so no resume."""
+    from lowdose.store.series import update_series_attrs
+
+    data = write_stack(tmp_path / "a.tif")
+    real_append = ingest_module.append_frames
+    appended: list[int] = []
+
+    def interrupt_after_two(path: Path, counts: np.ndarray, clean: object = None) -> int:
+        if len(appended) == 2:
+            raise KeyboardInterrupt
+        appended.append(counts.shape[0])
+        return real_append(path, counts)
+
+    monkeypatch.setattr(ingest_module, "append_frames", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", chunk_frames=8, batch_frames=8, **META)
+    partial = tmp_path / "s.zarr.partial"
+    assert series_attrs(partial)["sources"][0]["n_frames"] == 50  # Ctrl-C waits for the checksums
+    update_series_attrs(partial, {"sources": []})  # as if SIGKILLed before they were recorded
+
+    appended.clear()
+
+    def counting_append(path: Path, counts: np.ndarray, clean: object = None) -> int:
+        appended.append(counts.shape[0])
+        return real_append(path, counts)
+
+    monkeypatch.setattr(ingest_module, "append_frames", counting_append)
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    assert sum(appended) == 50
+    np.testing.assert_array_equal(open_series(out)["counts"].values, data)
+    assert series_attrs(out)["sources"][0]["sha256"] == ingest_module.sha256_file(tmp_path / "a.tif")

@@ -140,3 +140,14 @@ def test_fsspec_url_round_trip() -> None:
     append_frames(url, frames[:5])
     append_frames(url, frames[5:])
     np.testing.assert_array_equal(open_series(url)["counts"].values, frames)
+
+
+def test_all_zero_chunks_are_stored(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (16, 12), chunk_frames=4)
+    frames = np.zeros((10, 16, 12), dtype="uint8")
+    frames[9, 2, 3] = 7
+    append_frames(path, frames)
+    stored = sorted(p.name for p in (path / "counts" / "c").iterdir())
+    assert stored == ["0", "1", "2"]  # chunks 0 and 1 are all zeros, written nonetheless
+    np.testing.assert_array_equal(open_series(path)["counts"].values, frames)
