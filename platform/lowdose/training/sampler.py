@@ -11,8 +11,8 @@ per chunk), rotates and resizes it with a single bilinear resampling so the
 centre-cropped patch contains no padding, flips it, and draws fresh Poisson
 counts at the configured dose. Background threads keep at most ``prefetch``
 batches ready, which bounds memory whatever the store size; the heavy parts of
-a sample (file read, zstd, crc32c, resampling, Poisson draws) run in C with the
-GIL released, so a loader thread overlaps the training step.
+a sample (file read, zstd decoding, resampling, Poisson draws) run in C with the
+GIL released, so a loader thread can overlap the training step.
 
 numpy/zarr/torch; never imports dask.
 """
@@ -186,7 +186,7 @@ def _rotate_resize(
     has a margin). Output pixel ``o`` samples the input at ``M (o - c_out) + c_in``
     with ``M`` the rotation by ``angle`` divided by ``scale`` and ``c`` the centres,
     i.e. ``scipy.ndimage.affine_transform(order=1, mode="nearest")`` — done with
-    torch's ``grid_sample`` in float32, which is ≈ 4× cheaper and runs without the GIL.
+    torch's ``grid_sample`` in float32 (≈ 0.2 vs 1.5 ms for 256², and without the GIL).
     """
     side = region.shape[0]
     # In grid_sample's normalised coordinates (x = column, y = row, ±1 at the
