@@ -40,6 +40,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -381,24 +382,100 @@ def _chunk_writers() -> ThreadPoolExecutor:
         return _CHUNK_WRITERS
 
 
+class _ChunkFileWriter:
+    """Writes whole frame chunks of a lowdose array straight to their files.
+
+    Only for the layout lowdose creates: zarr v3 on a local disk, a regular grid of
+    full-frame chunks, codecs ``bytes`` → ``blosc`` → ``crc32c``. The file is what
+    zarr writes for the chunk, byte for byte (the same Blosc settings, the crc32c of
+    the compressed bytes appended little-endian, a ``<key>.<uuid>.partial`` temp file
+    renamed into place), without zarr's event-loop round trip per chunk (≈ 3 CPU-ms).
+    """
+
+    def __init__(self, array: Any, blosc: Any, dtype: np.dtype[Any]) -> None:
+        self.array = array
+        self.root = Path(array.store.root) / str(array.path)
+        self.blosc = blosc
+        self.dtype = dtype
+
+    @classmethod
+    def for_array(cls, array: Any) -> _ChunkFileWriter | None:
+        """The writer of ``array``, or None when zarr must write it."""
+        from numcodecs import Blosc
+        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+        from zarr.storage import LocalStore
+
+        metadata = array.metadata
+        if getattr(metadata, "zarr_format", None) != 3 or not isinstance(array.store, LocalStore):
+            return None
+        if type(getattr(metadata, "chunk_grid", None)).__name__ != "RegularChunkGrid":
+            return None
+        codecs = tuple(getattr(metadata, "codecs", ()))
+        if tuple(type(codec) for codec in codecs) != (BytesCodec, BloscCodec, Crc32cCodec):
+            return None
+        if tuple(array.chunks[1:]) != tuple(array.shape[1:]):
+            return None
+        blosc_codec = codecs[1]
+        shuffle = getattr(blosc_codec.shuffle, "value", blosc_codec.shuffle)
+        blosc = Blosc(
+            cname=getattr(blosc_codec.cname, "value", blosc_codec.cname),
+            clevel=int(blosc_codec.clevel),
+            shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[
+                shuffle
+            ],
+            blocksize=int(blosc_codec.blocksize),
+            typesize=int(blosc_codec.typesize),
+        )
+        endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+        dtype = np.dtype(array.dtype).newbyteorder(">" if endian == "big" else "<")
+        return cls(array, blosc, dtype)
+
+    def write(self, index: int, values: np.ndarray) -> None:
+        """Store ``values`` (one whole chunk) as chunk ``index`` along frames."""
+        import google_crc32c
+
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        encoded = self.blosc.encode(data)
+        checksum = np.array([google_crc32c.value(encoded)], dtype="<u4").tobytes()
+        coords = (index,) + (0,) * (data.ndim - 1)
+        path = self.root / str(self.array.metadata.encode_chunk_key(coords))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            with temp.open("wb") as handle:
+                handle.write(encoded)
+                handle.write(checksum)
+            temp.replace(path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+
 def _write_by_chunk(array: Any, first: int, values: np.ndarray) -> None:
-    """``array[first:first + len(values)] = values``, one zarr write per chunk, in parallel.
+    """``array[first:first + len(values)] = values``, chunk by chunk, in parallel.
 
     One zarr write of many chunks builds every chunk in a fresh fill-value buffer and
-    copies the values into it; a write of exactly one whole chunk passes the values
-    straight to the codecs. Each piece here covers one chunk (so no two writes touch
-    the same chunk) and the pieces are compressed concurrently (Blosc releases the GIL).
+    copies the values into it. Here each piece covers one chunk (so no two writes
+    touch the same chunk) and the pieces are compressed concurrently (Blosc releases
+    the GIL): whole chunks of lowdose's own layout by :class:`_ChunkFileWriter`, the
+    rest (a partly filled chunk, other layouts) by zarr.
     """
     step = int(array.chunks[0])
     stop = first + values.shape[0]
     edges = [first, *range((first // step + 1) * step, stop, step), stop]
     pieces = [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
-    if len(pieces) == 1:
-        array[first:stop] = values
-        return
+    direct = _ChunkFileWriter.for_array(array)
 
     def write(lo: int, hi: int) -> None:
-        array[lo:hi] = values[lo - first : hi - first]
+        part = values[lo - first : hi - first]
+        if direct is not None and lo % step == 0 and hi - lo == step:
+            direct.write(lo // step, part)
+        else:
+            array[lo:hi] = part
+
+    if len(pieces) == 1:
+        write(*pieces[0])
+        return
 
     futures = [_chunk_writers().submit(write, lo, hi) for lo, hi in pieces]
     errors = [f.exception() for f in futures]  # wait for all: none may still run after we return

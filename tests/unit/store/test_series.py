@@ -151,3 +151,26 @@ def test_all_zero_chunks_are_stored(tmp_path: Path) -> None:
     stored = sorted(p.name for p in (path / "counts" / "c").iterdir())
     assert stored == ["0", "1", "2"]  # chunks 0 and 1 are all zeros, written nonetheless
     np.testing.assert_array_equal(open_series(path)["counts"].values, frames)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_chunk_files_written_directly_are_zarrs_bytes(tmp_path: Path, dtype: str) -> None:
+    import zarr
+
+    frames = np.random.default_rng(4).poisson(3.0, (22, 24, 20)).astype(dtype)
+    frames[1, 2, 3] = np.iinfo(dtype).max
+    ours, zarrs = tmp_path / "ours.zarr", tmp_path / "zarr.zarr"
+    for path in (ours, zarrs):
+        create_frame_series(path, (24, 20), dtype=dtype, chunk_frames=8)
+    from lowdose.store.series import _ChunkFileWriter
+
+    assert _ChunkFileWriter.for_array(zarr.open_array(ours / "counts", mode="r")) is not None
+    append_frames(ours, frames)  # chunks 0, 1 whole (direct), chunk 2 partial (zarr)
+    plain = zarr.open_array(zarrs / "counts", mode="r+")
+    plain.resize(frames.shape)
+    plain[:] = frames  # zarr's own write path for every chunk
+    for index in range(3):
+        key = Path("counts", "c", str(index), "0", "0")
+        assert (ours / key).read_bytes() == (zarrs / key).read_bytes(), key
+    assert not list(ours.rglob("*.partial"))
+    np.testing.assert_array_equal(open_series(ours)["counts"].values, frames)
