@@ -470,6 +470,13 @@ def stage_rows(stage: str, f: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("streaming samples/s", _med(f["streaming_samples_per_s"])))
         rows.append(("in-memory samples/s", _med(f["in_memory_samples_per_s"])))
         rows.append(("making one batch in the foreground, s", _med(f["sampler_s_per_batch"])))
+        if "sampler_cpu_s_per_sample" in f:
+            rows.append(("sampler CPU ms per sample", _med(f["sampler_cpu_s_per_sample"], 1e3)))
+        if "cpu_ratio" in f:
+            streaming = _g(f["streaming_cpu_s_per_sample"]["median"] * 1e3)
+            in_memory = _g(f["in_memory_cpu_s_per_sample"]["median"] * 1e3)
+            rows.append(("process CPU ms per sample, streaming / in-memory", f"{streaming} / {in_memory}"))
+            rows.append(("CPU-time ratio (in-memory / streaming)", _med(f["cpu_ratio"])))
     elif stage == "pipeline":
         rows.append(("pipeline frames/s", f"{_g(f['pipeline_frames_per_s'])} on {f['n_cores']} cores"))
         rows.append(("bare loop frames/s (1 core)", _g(f["baseline_frames_per_s"])))
