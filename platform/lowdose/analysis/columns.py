@@ -12,6 +12,7 @@ numpy/scipy/scikit-image/pandas only: never import dask or torch here.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -90,14 +91,25 @@ def log_stack(
         img, ((pad, shape[0] - img.shape[0] - pad), (pad, shape[1] - img.shape[1] - pad)), mode="symmetric"
     )
     spectrum = sfft.rfft2(padded)
+    transfer = _log_transfer((shape[0], shape[1]), tuple(float(s) for s in sig))
+    out = np.empty((len(sig), *img.shape))
+    for k in range(len(sig)):
+        full = sfft.irfft2(spectrum * transfer[k], s=shape)
+        out[k] = full[pad : pad + img.shape[0], pad : pad + img.shape[1]]
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _log_transfer(shape: tuple[int, int], sigmas: tuple[float, ...]) -> npt.NDArray[np.float64]:
+    # The LoG transfer functions of an rfft2 grid, one per scale (read-only, cached: every
+    # frame of a series has the same padded shape, and the exponentials cost as much as an FFT).
     qy = np.fft.fftfreq(shape[0])[:, None]
     qx = np.fft.rfftfreq(shape[1])[None, :]
     q2 = qy**2 + qx**2
-    out = np.empty((len(sig), *img.shape))
-    for k, s in enumerate(sig):
-        transfer = (s**2) * 4.0 * np.pi**2 * q2 * np.exp(-2.0 * np.pi**2 * s**2 * q2)
-        full = sfft.irfft2(spectrum * transfer, s=shape)
-        out[k] = full[pad : pad + img.shape[0], pad : pad + img.shape[1]]
+    out = np.empty((len(sigmas), *q2.shape))
+    for k, s in enumerate(sigmas):
+        out[k] = (s**2) * 4.0 * np.pi**2 * q2 * np.exp(-2.0 * np.pi**2 * s**2 * q2)
+    out.flags.writeable = False
     return out
 
 
@@ -123,7 +135,7 @@ def choose_polarity(
 
 def _polarity_of(stack: npt.NDArray[np.float64], percentile: float = 99.9) -> Literal["bright", "dark"]:
     bright = float(np.percentile(stack.max(axis=0), percentile))
-    dark = float(np.percentile((-stack).max(axis=0), percentile))
+    dark = float(np.percentile(-stack.min(axis=0), percentile))  # = max of -stack, without the copy
     return "bright" if bright >= dark else "dark"
 
 
@@ -196,8 +208,7 @@ def detect_columns(
         polarity = _polarity_of(stack)
     if polarity == "dark":
         stack = -stack
-    best = np.argmax(stack, axis=0)
-    response = np.take_along_axis(stack, best[None], axis=0)[0]
+    best, response = _best_scale(stack)
     min_distance = max(1, round(min_separation_A / pixel_size_A))
     floor = threshold
     if threshold_rel > 0 and response.size:
@@ -222,6 +233,21 @@ def detect_columns(
         },
         columns=list(DETECTION_COLUMNS),
     )
+
+
+def _best_scale(stack: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """``argmax`` over the scale axis and the maximum there (the first scale wins ties).
+
+    The same as ``np.argmax(stack, axis=0)`` and ``take_along_axis`` for NaN-free stacks,
+    several times faster: the scale axis is the outer one, so this runs over whole slices.
+    """
+    response = stack[0].copy()
+    best = np.zeros(response.shape, dtype=np.intp)
+    for k in range(1, stack.shape[0]):
+        better = stack[k] > response
+        best[better] = k
+        np.maximum(response, stack[k], out=response)
+    return best, response
 
 
 def match_columns(

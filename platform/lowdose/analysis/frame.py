@@ -170,8 +170,13 @@ def particle_mask(
     ground_truth: pd.DataFrame | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Which of the columns at ``xy`` (x, y pixels) belong to the particle (see the module notes)."""
+    return _mask_in_region(xy, config, particle_region(config, pixel_size_A, ground_truth))
+
+
+def _mask_in_region(
+    xy: npt.NDArray[np.float64], config: AnalysisConfig, roi: tuple[float, float, float, float] | None
+) -> npt.NDArray[np.bool_]:
     keep = np.ones(len(xy), dtype=bool)
-    roi = particle_region(config, pixel_size_A, ground_truth)
     if roi is not None:
         keep &= (xy[:, 0] >= roi[0]) & (xy[:, 0] <= roi[1]) & (xy[:, 1] >= roi[2]) & (xy[:, 1] <= roi[3])
     if config.support_top_y_px is not None:
@@ -195,8 +200,20 @@ def frame_polarity(
     """
     if config.polarity != "auto":
         return config.polarity
+    return _polarity_in_region(
+        denoised, config, pixel_size_A, particle_region(config, pixel_size_A, ground_truth)
+    )
+
+
+def _polarity_in_region(
+    denoised: npt.NDArray[np.float64],
+    config: AnalysisConfig,
+    pixel_size_A: float,
+    roi: tuple[float, float, float, float] | None,
+) -> Literal["bright", "dark", "auto"]:
+    if config.polarity != "auto":
+        return config.polarity
     height, width = denoised.shape
-    roi = particle_region(config, pixel_size_A, ground_truth)
     view: npt.NDArray[np.float64] | None = None
     if roi is not None:
         x0, x1 = max(int(roi[0]), 0), min(int(np.ceil(roi[1])) + 1, width)
@@ -234,7 +251,10 @@ def particle_surface(
 
 def _particle_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
     if "element" in ground_truth.columns:
-        return ground_truth[ground_truth["element"].astype(str) == "Pt"]
+        element = ground_truth["element"]
+        if not isinstance(element.dtype, pd.StringDtype):  # e.g. object or categorical
+            element = element.astype(str)
+        return ground_truth[(element == "Pt").to_numpy(dtype=bool, na_value=False)]
     return ground_truth
 
 
@@ -280,10 +300,12 @@ def analyze_frame(
         raise LowdoseInputError(
             f"analyze_frame: expected raw and denoised 2-D frames of one shape, got {raw.shape}, {den.shape}"
         )
+    truth = _particle_truth(ground_truth) if ground_truth is not None else None
+    roi = particle_region(config, pixel_size_A, truth)  # the Pt rows: the same box, found once
     detected = detect_columns(
         den,
         pixel_size_A,
-        polarity=frame_polarity(den, config, pixel_size_A, ground_truth),
+        polarity=_polarity_in_region(den, config, pixel_size_A, roi),
         min_separation_A=config.min_separation_A,
         threshold=config.detection_threshold,
         threshold_rel=config.detection_threshold_rel,
@@ -299,7 +321,7 @@ def analyze_frame(
     verdict = classify_llr(llr, config.real_threshold, config.spurious_threshold)
 
     xy = detected[["x_px", "y_px"]].to_numpy(dtype=np.float64)
-    in_particle = particle_mask(xy, config, pixel_size_A, ground_truth)
+    in_particle = _mask_in_region(xy, config, roi)
     surface = np.zeros(len(xy), dtype=bool)
     surface[in_particle] = particle_surface(xy[in_particle], config, pixel_size_A)
     area_px2 = hull_area_px2(xy[in_particle], method=config.hull, alpha_px=config.alpha_A / pixel_size_A)
@@ -320,7 +342,7 @@ def analyze_frame(
     finite = llr[np.isfinite(llr)]
     row: dict[str, Any] = {
         "frame": int(frame),
-        "counts": int(np.asarray(raw, dtype=np.int64).sum()),
+        "counts": int(raw.sum(dtype=np.int64)),
         "n_columns": len(xy),
         "n_surface": int(surface.sum()),
         "n_real": int((verdict == "real").sum()),
@@ -332,7 +354,7 @@ def analyze_frame(
         "lambda_vac": float(lambda_vac),
     }
     if ground_truth is not None:
-        row.update(_scores(xy[in_particle], surface[in_particle], ground_truth, config, pixel_size_A))
+        row.update(_scores(xy[in_particle], surface[in_particle], truth, config, pixel_size_A))
     return table, row
 
 

@@ -234,6 +234,10 @@ def bare_loop(
 ) -> dict[str, Any]:
     """Denoise and analyse frames one by one in this process on one thread (the baseline).
 
+    Every frame gets the same kernel call as in the pipeline's tasks, including the
+    frame's ground-truth rows when the series has a ground-truth table (the kernel
+    then also scores the frame and guesses the polarity on the particle's box).
+
     Returns ``{"frames", "elapsed_s", "frames_per_s", "cpu_s", "split_s"}`` (split:
     seconds reading, denoising and analysing); the model load is not timed.
     """
@@ -242,10 +246,13 @@ def bare_loop(
     from lowdose.analysis.frame import analyze_frame
     from lowdose.parallel.analyze import analysis_config
     from lowdose.parallel.denoise import denoise_frames, model_handle
+    from lowdose.parallel.pipeline import read_ground_truth
     from lowdose.store.series import open_series
 
     ds = open_series(series)
     handle = model_handle(model)
+    truth = read_ground_truth(series)
+    truth_by_frame = dict(tuple(truth.groupby("frame"))) if truth is not None else {}
     config = analysis_config(analysis)
     pixel_size_A = float(ds.attrs["pixel_size_A"])
     total = int(ds.sizes["frame"]) if n_frames is None else min(n_frames, int(ds.sizes["frame"]))
@@ -269,7 +276,8 @@ def bare_loop(
             b = time.perf_counter()
             den = denoise_frames(raw, handle, device="cpu", batch_frames=1)
             c = time.perf_counter()
-            analyze_frame(raw, den, pixel_size_A=pixel_size_A, frame=f, config=config)
+            gt = truth_by_frame.get(f, truth.iloc[:0]) if truth is not None else None
+            analyze_frame(raw, den, pixel_size_A=pixel_size_A, frame=f, config=config, ground_truth=gt)
             split["read"] += b - a
             split["denoise"] += c - b
             split["analyse"] += time.perf_counter() - c

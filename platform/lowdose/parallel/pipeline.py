@@ -36,7 +36,7 @@ from lowdose.config.base import LowdoseConfig
 from lowdose.errors import ConfigError, LowdoseInputError
 from lowdose.parallel import outputs
 from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block, config_for_sums
-from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX
+from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX, tune_worker_allocator
 from lowdose.store.location import StorePath, as_location
 
 if TYPE_CHECKING:
@@ -186,6 +186,7 @@ def _chunk_task(
     ground_truth: pd.DataFrame | None,
     kernel: AnalyzeKernel | None,
 ) -> dict[str, Any]:
+    tune_worker_allocator()
     summary: dict[str, Any] = {"chunk": chunk, "start": start, "n_frames": int(counts.shape[0])}
     if write_denoised:
         outputs.write_denoised_chunk(out / outputs.DENOISED_NAME, start, denoised)

@@ -216,3 +216,41 @@ def test_fourier_log_matches_scipy_gaussian_laplace() -> None:
     got = log_stack(image, sigmas)
     want = np.stack([-(s**2) * ndimage.gaussian_laplace(image, s, mode="reflect") for s in sigmas])
     assert np.abs(got - want).max() < 0.005 * np.abs(want).max()
+
+
+def test_best_scale_equals_argmax_including_ties() -> None:
+    from lowdose.analysis.columns import _best_scale
+
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 4, size=(5, 40, 50)).astype(np.float64)  # many ties between scales
+    best, response = _best_scale(stack)
+    np.testing.assert_array_equal(best, np.argmax(stack, axis=0))
+    np.testing.assert_array_equal(response, stack.max(axis=0))
+
+
+def test_log_stack_reuses_transfer_functions_exactly() -> None:
+    """The cached transfer functions give bit-identical responses to computing them afresh."""
+    import math
+
+    from scipy import fft as sfft
+
+    from lowdose.analysis.columns import _log_transfer, log_stack
+
+    rng = np.random.default_rng(2)
+    image = render((70, 90), grid(2, 2), amplitude=0.4, base=0.45) + rng.normal(0, 0.05, (70, 90))
+    sigmas = [3.3, 5.0, 7.4]
+    first, second = log_stack(image, sigmas), log_stack(image, sigmas)
+    pad = math.ceil(4.0 * 7.4)
+    shape = tuple(sfft.next_fast_len(n + 2 * pad, real=True) for n in image.shape)
+    padded = np.pad(
+        image,
+        ((pad, shape[0] - 70 - pad), (pad, shape[1] - 90 - pad)),
+        mode="symmetric",
+    )
+    q2 = np.fft.fftfreq(shape[0])[:, None] ** 2 + np.fft.rfftfreq(shape[1])[None, :] ** 2
+    for k, s in enumerate(sigmas):
+        transfer = (s**2) * 4.0 * np.pi**2 * q2 * np.exp(-2.0 * np.pi**2 * s**2 * q2)
+        want = sfft.irfft2(sfft.rfft2(padded) * transfer, s=shape)[pad : pad + 70, pad : pad + 90]
+        np.testing.assert_array_equal(first[k], want)
+    np.testing.assert_array_equal(first, second)
+    assert not _log_transfer(shape, tuple(sigmas)).flags.writeable

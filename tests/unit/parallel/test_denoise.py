@@ -94,3 +94,43 @@ def test_artefact_handle_uses_the_card_and_loads_once(tmp_path):
     np.testing.assert_array_equal(
         denoise_frames(frame, handle, device="cpu"), denoise_frames(frame, net, device="cpu")
     )
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+from lowdose.parallel.denoise import set_malloc_thresholds
+
+def faults_per_cycle():
+    np.ones(2**20).sum()  # 8 MB: mmapped, or heap once the thresholds are set
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        np.ones(2**20).sum()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+
+untuned = faults_per_cycle()
+assert set_malloc_thresholds(32 * 2**20, 64 * 2**20)
+print(untuned, faults_per_cycle())
+"""
+
+
+def test_malloc_thresholds_stop_page_faults_of_freed_buffers():
+    """With Dask's worker environment (trim threshold 64 kB) every 8 MB buffer is faulted in anew."""
+    import os
+    import subprocess
+    import sys
+
+    from lowdose.parallel.denoise import tune_worker_allocator
+
+    if not (sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")):
+        pytest.skip("glibc only")
+    # 4 kB pages, so faults count pages (numpy would madvise 2 MB huge pages otherwise)
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "NUMPY_MADVISE_HUGEPAGE": "0"}
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    untuned, tuned = (float(x) for x in out.stdout.split())
+    assert untuned > 1000  # 8 MB = 2048 pages, touched after every fresh mmap
+    assert tuned < 50
+    assert tune_worker_allocator() is False  # outside a Dask worker it leaves the process alone
