@@ -373,6 +373,17 @@ _CHUNK_WRITERS: ThreadPoolExecutor | None = None
 _CHUNK_WRITERS_LOCK = threading.Lock()
 
 
+def _forget_chunk_writers() -> None:
+    """In a forked child the parent's pool threads do not exist: start a fresh pool there."""
+    global _CHUNK_WRITERS, _CHUNK_WRITERS_LOCK
+    _CHUNK_WRITERS = None
+    _CHUNK_WRITERS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_chunk_writers)
+
+
 def _chunk_writers() -> ThreadPoolExecutor:
     global _CHUNK_WRITERS
     with _CHUNK_WRITERS_LOCK:

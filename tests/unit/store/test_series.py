@@ -174,3 +174,28 @@ def test_chunk_files_written_directly_are_zarrs_bytes(tmp_path: Path, dtype: str
         assert (ours / key).read_bytes() == (zarrs / key).read_bytes(), key
     assert not list(ours.rglob("*.partial"))
     np.testing.assert_array_equal(open_series(ours)["counts"].values, frames)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_appends_work_in_a_forked_child(tmp_path: Path) -> None:
+    """The chunk-writer thread pool of the parent does not exist in a fork: the child starts its own."""
+    import os
+
+    frames = np.random.default_rng(5).poisson(0.45, (12, 8, 8)).astype("uint8")
+    parent, child = tmp_path / "parent.zarr", tmp_path / "child.zarr"
+    for path in (parent, child):
+        create_frame_series(path, (8, 8), chunk_frames=4)
+    append_frames(parent, frames[:8])  # the pool now has threads in this process
+    pid = os.fork()
+    if pid == 0:  # child: exit status 0 only if the multi-chunk append completed
+        import signal
+
+        signal.alarm(20)  # a child waiting on the parent's (absent) pool threads dies instead of hanging
+        code = 1
+        try:
+            code = 0 if append_frames(child, frames) == 12 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_array_equal(open_series(child)["counts"].values, frames)
