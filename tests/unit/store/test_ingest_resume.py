@@ -177,3 +177,15 @@ def test_partial_without_recorded_sources_starts_over(
     assert sum(appended) == 50
     np.testing.assert_array_equal(open_series(out)["counts"].values, data)
     assert series_attrs(out)["sources"][0]["sha256"] == ingest_module.sha256_file(tmp_path / "a.tif")
+
+
+@pytest.mark.parametrize("n", [1, 256, 257, 258, 600])
+def test_counts_total_is_exact_at_the_uint16_limit(n: int) -> None:
+    frames = np.full((n, 3, 5), 255, dtype="uint8")  # 257 frames of 255 fill uint16 exactly
+    frames[0, 0, 0] = 7
+    expected = 255 * frames.size - 248
+    assert ingest_module.counts_total(frames) == expected
+    assert ingest_module.counts_total(frames.astype("uint16")) == expected
+    rng = np.random.default_rng(n)
+    poisson = rng.poisson(0.45, (n, 8, 6)).astype("uint8")
+    assert ingest_module.counts_total(poisson) == int(poisson.sum(dtype=np.int64))
