@@ -230,7 +230,12 @@ def _warm_worker(handle: Any, series: str, pixel_size_A: float) -> None:
 
 
 def bare_loop(
-    series: str | Path, model: Any = "default", *, n_frames: int | None = None, analysis: Any = None
+    series: str | Path,
+    model: Any = "default",
+    *,
+    n_frames: int | None = None,
+    analysis: Any = None,
+    first_frame: int = 0,
 ) -> dict[str, Any]:
     """Denoise and analyse frames one by one in this process on one thread (the baseline).
 
@@ -238,6 +243,7 @@ def bare_loop(
     frame's ground-truth rows when the series has a ground-truth table (the kernel
     then also scores the frame and guesses the polarity on the particle's box).
 
+    Frames ``first_frame`` … ``first_frame + n_frames - 1`` (``n_frames=None``: to the end).
     Returns ``{"frames", "elapsed_s", "frames_per_s", "cpu_s", "split_s"}`` (split:
     seconds reading, denoising and analysing); the model load is not timed.
     """
@@ -255,7 +261,8 @@ def bare_loop(
     truth_by_frame = dict(tuple(truth.groupby("frame"))) if truth is not None else {}
     config = analysis_config(analysis)
     pixel_size_A = float(ds.attrs["pixel_size_A"])
-    total = int(ds.sizes["frame"]) if n_frames is None else min(n_frames, int(ds.sizes["frame"]))
+    end = int(ds.sizes["frame"]) if n_frames is None else min(first_frame + n_frames, int(ds.sizes["frame"]))
+    total = max(end - first_frame, 0)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -263,16 +270,17 @@ def bare_loop(
         split = {"read": 0.0, "denoise": 0.0, "analyse": 0.0}
         t0, cpu0 = time.perf_counter(), time.process_time()
         counts = ds["counts"]
-        chunk = int(counts.data.chunks[0][0]) if hasattr(counts.data, "chunks") else total
-        block_start, block = -1, np.empty((0,))
-        for f in range(total):
+        chunk = int(counts.data.chunks[0][0]) if hasattr(counts.data, "chunks") else max(end, 1)
+        block_start, block_first, block = -1, 0, np.empty((0,))
+        for f in range(first_frame, end):
             a = time.perf_counter()
             if (
                 f // chunk != block_start
             ):  # each store chunk is read (decompressed) once, as the pipeline does
                 block_start = f // chunk
-                block = np.asarray(counts[block_start * chunk : min((block_start + 1) * chunk, total)].values)
-            raw = block[f - block_start * chunk]
+                block_first = max(block_start * chunk, first_frame)
+                block = np.asarray(counts[block_first : min((block_start + 1) * chunk, end)].values)
+            raw = block[f - block_first]
             b = time.perf_counter()
             den = denoise_frames(raw, handle, device="cpu", batch_frames=1)
             c = time.perf_counter()
@@ -287,7 +295,7 @@ def bare_loop(
     return {
         "frames": float(total),
         "elapsed_s": elapsed,
-        "frames_per_s": total / elapsed,
+        "frames_per_s": total / elapsed if elapsed > 0 else float("nan"),
         "cpu_s": cpu,
         "split_s": split,
     }
@@ -382,7 +390,9 @@ def pipeline_benchmark(
     analysis
         ``AnalysisConfig`` fields.
     baseline_frames
-        Frames of the bare single-process loop (``None``: all frames).
+        Frames of the bare single-process loop (``None``: all frames): the first half
+        runs just before the pipeline, the second just after, so that a change of load
+        on a shared machine during the run weighs on both sides alike.
     progress
         Show the pipeline's progress bar.
 
@@ -399,7 +409,9 @@ def pipeline_benchmark(
         ``peak_rss_MB`` per process (client, each worker), ``split_s`` /
         ``split_fraction``: the workers' compute seconds reading, denoising,
         analysing and writing (from the Dask task stream and a timed analysis
-        kernel), and ``baseline_split_s`` of the bare loop.
+        kernel), and ``baseline_split_s`` of the bare loop; ``pipeline_core_share`` and
+        ``baseline_core_share``: CPU seconds per wall second per core each side got (on
+        a shared machine ``ratio_per_core`` ≈ ``cpu_efficiency`` × their quotient).
     """
     from distributed import get_task_stream
 
@@ -447,6 +459,9 @@ def pipeline_benchmark(
             for address in workers
         ]
         client.gather(warm)
+        n_total = int(ds.sizes["frame"])
+        n_base = n_total if baseline_frames is None else min(baseline_frames, n_total)
+        base_before = bare_loop(series, handle, n_frames=n_base // 2, analysis=analysis)
         pids = cluster_pids(client)
         client.run(kernel_seconds, True)
         cpu_before = _PeakMemory.cpu_seconds()
@@ -458,6 +473,9 @@ def pipeline_benchmark(
             analysed = {"local": next(iter(analysed.values()))}
         analyse_s = sum(v["seconds"] for v in analysed.values())
         tasks = task_split(stream.data)
+        base_after = bare_loop(
+            series, handle, n_frames=n_base - n_base // 2, analysis=analysis, first_frame=n_base // 2
+        )
     report: dict[str, Any] = {
         "n_frames": result.n_frames,
         "frame_shape": list(ds["counts"].shape[1:]),
@@ -484,15 +502,26 @@ def pipeline_benchmark(
     report["split_fraction"] = {k: v / busy for k, v in split.items()}
     report["transfer_s"] = tasks["transfer"]
     report["worker_busy_fraction"] = busy / (result.elapsed_s * n_cores)
-    base = bare_loop(series, handle, n_frames=baseline_frames, analysis=analysis)
+    halves = [b for b in (base_before, base_after) if b["frames"] > 0]
+    base = {
+        "frames": sum(b["frames"] for b in halves),
+        "frames_per_s": sum(b["frames"] for b in halves) / sum(b["elapsed_s"] for b in halves),
+        "cpu_s": sum(b["cpu_s"] for b in halves),
+        "split_s": {k: sum(b["split_s"][k] for b in halves) for k in halves[-1]["split_s"]},
+    }
     report["baseline_frames"] = int(base["frames"])
     report["baseline_frames_per_s"] = base["frames_per_s"]
+    report["baseline_frames_per_s_before_after"] = [b["frames_per_s"] for b in (base_before, base_after)]
     report["speedup"] = report["pipeline_frames_per_s"] / base["frames_per_s"]
     report["ratio_per_core"] = report["speedup"] / n_cores
     report["baseline_cpu_s_per_frame"] = base["cpu_s"] / base["frames"]
     report["baseline_split_s"] = base["split_s"]
     # CPU seconds per frame do not depend on what else runs on the machine; wall-clock rates do.
     report["cpu_efficiency"] = report["baseline_cpu_s_per_frame"] / report["pipeline_cpu_s_per_frame"]
+    # The share of its cores each side got (CPU seconds over wall seconds): on a shared
+    # machine ratio_per_core = cpu_efficiency × pipeline share / baseline share.
+    report["pipeline_core_share"] = cpu_pipeline / (result.elapsed_s * n_cores)
+    report["baseline_core_share"] = base["cpu_s"] * base["frames_per_s"] / base["frames"]
 
     frames = read_table(Path(out) / "frames.parquet")
     for name in (

@@ -36,7 +36,12 @@ from lowdose.config.base import LowdoseConfig
 from lowdose.errors import ConfigError, LowdoseInputError
 from lowdose.parallel import outputs
 from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block, config_for_sums
-from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX, tune_worker_allocator
+from lowdose.parallel.denoise import (
+    DEFAULT_BATCH_FRAMES,
+    DEFAULT_TILE_PX,
+    release_free_memory,
+    tune_worker_allocator,
+)
 from lowdose.store.location import StorePath, as_location
 
 if TYPE_CHECKING:
@@ -213,6 +218,7 @@ def _chunk_task(
         summary["n_columns"] = len(columns)
         stage = f"avg{average_frames}" if average_frames else "analyze"
         outputs.Progress(out, stage).mark_done(chunk, summary)
+    release_free_memory()
     return summary
 
 

@@ -49,3 +49,16 @@ def test_benchmark_reports_throughput_and_scores(tmp_path):
         assert math.isfinite(report[key]) and report[key] > 0
     assert 0.0 <= report["median_surface_f1"] <= 1.0
     assert "frac_real_llr_above_threshold" in report
+    # the bare loop runs half before and half after the pipeline
+    assert report["baseline_frames"] == 2 and len(report["baseline_frames_per_s_before_after"]) == 2
+
+
+def test_bare_loop_runs_the_frames_asked_for(tmp_path):
+    from lowdose.parallel.bench import bare_loop
+
+    series = write_series(tmp_path / "s.zarr", n_frames=8, shape=(48, 48), chunk_frames=4, with_truth=True)
+    handle = tiny_handle(TinyConv(seed=5))
+    middle = bare_loop(series, handle, n_frames=3, first_frame=3)  # crosses a chunk boundary
+    tail = bare_loop(series, handle, first_frame=6)
+    assert middle["frames"] == 3 and tail["frames"] == 2
+    assert sum(middle["split_s"].values()) <= middle["elapsed_s"] + 1e-6
