@@ -481,6 +481,9 @@ def stage_rows(stage: str, f: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("pipeline frames/s", f"{_g(f['pipeline_frames_per_s'])} on {f['n_cores']} cores"))
         rows.append(("bare loop frames/s (1 core)", _g(f["baseline_frames_per_s"])))
         rows.append(("CPU efficiency (bare CPU s/frame ÷ pipeline)", _g(f["cpu_efficiency"])))
+        if "pipeline_core_share" in f:  # CPU s per wall s per core: what a shared machine gave each side
+            share = f"pipeline {f['pipeline_core_share']:.0%}, bare {f['baseline_core_share']:.0%}"
+            rows.append(("share of its cores each side got", share))
         split = ", ".join(f"{k} {v:.0%}" for k, v in f["split_fraction"].items())
         rows.append(("worker time split", split))
         rows.append(
