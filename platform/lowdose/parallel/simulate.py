@@ -11,6 +11,7 @@ produces byte-identical images.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,10 @@ def _kernel(job: StructureJob, config: SimulationGridConfig) -> tuple[int, Any]:
 
 
 def _submit(client: Client, config: SimulationGridConfig, todo: list[StructureJob], out: Path) -> list[Any]:
-    keys = [f"simulate-{out.name}-{j.model_id}" for j in todo]
+    # A token per run: a second run_grid on the same client (a store of the same name, e.g.
+    # re-created) must not share task keys with the first one's released futures.
+    token = uuid.uuid4().hex[:8]
+    keys = [f"simulate-{out.name}-{j.model_id}-{token}" for j in todo]
     futures: list[Any] = client.map(_kernel, todo, config=config, key=keys)
     return futures
 
@@ -162,6 +166,7 @@ def run_grid(
     bar = tqdm(total=n_images, initial=skipped, unit="img", desc="simulate", disable=not progress)
     if client is not None and todo and not futures:
         futures = _submit(client, config, todo, out)
+    pending = set(futures)
     try:
         for future in as_completed(futures) if futures else []:
             model_id, stack = future.result()
@@ -169,10 +174,11 @@ def run_grid(
             sims.write_images(out, job.first_image, stack.images, stack.contrast, stack.columns, model_id)
             written += job.n_images
             bar.update(job.n_images)
+            pending.discard(future)
             future.release()
     finally:
         bar.close()
-        for f in futures:
+        for f in pending:  # only what did not finish (after an error or interrupt)
             f.cancel()
     gt_path = sims.schema.ground_truth_path(out)
     if bool(np.all(sims.done_images(out))) and (written or not gt_path.exists()):

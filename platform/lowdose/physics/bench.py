@@ -36,9 +36,10 @@ def bare_abtem_loop(config: SimulationGridConfig, jobs: Sequence[StructureJob]) 
     -------
     dict
         ``images``, ``seconds`` (after :func:`~lowdose.physics.imaging.warm_up_abtem`,
-        whose own time is ``warm_up_s``), ``images_per_hour``, ``split_s`` (seconds per
-        part summed over structures), ``split_fraction`` (of the summed parts) and
-        ``peak_rss_MB`` of this process at the end (its high-water mark).
+        whose own time is ``warm_up_s``), ``cpu_s`` (this process's CPU seconds of the
+        same span), ``images_per_hour``, ``split_s`` (seconds per part summed over
+        structures), ``split_fraction`` (of the summed parts) and ``peak_rss_MB`` of
+        this process at the end (its high-water mark).
     """
     import abtem
 
@@ -48,7 +49,7 @@ def bare_abtem_loop(config: SimulationGridConfig, jobs: Sequence[StructureJob]) 
     # Warm (numba-compiled abTEM kernels) before timing, as the grid runner's worker is in
     # the bench: both sides are then timed warm, whichever stages ran before.
     warm_up_s = warm_up_abtem()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     settings = {"dask.lazy": False, "fft": "numpy", "diagnostics.progress_bar": False, "precision": "float32"}
     for job in jobs:
         t0 = time.perf_counter()
@@ -81,12 +82,14 @@ def bare_abtem_loop(config: SimulationGridConfig, jobs: Sequence[StructureJob]) 
         for part, seconds in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             split[part] += seconds
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - start_cpu
     total = sum(split.values()) or 1.0
     return {
         "structures": len(jobs),
         "warm_up_s": warm_up_s,
         "images": images,
         "seconds": elapsed,
+        "cpu_s": cpu,
         "images_per_hour": images / elapsed * 3600 if elapsed > 0 else float("nan"),
         "split_s": split,
         "split_fraction": {part: seconds / total for part, seconds in split.items()},
