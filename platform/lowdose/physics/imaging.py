@@ -197,13 +197,14 @@ def fourier_resample(image: FloatArray, n_out: int, damping: FloatArray | None =
     resampled spectrum, e.g. the image-spread envelope.
     """
     n_in = image.shape[-1]
-    spec = np.fft.fftshift(sfft.fft2(image))
+    spec = sfft.fft2(image)
     out = np.zeros((n_out, n_out), dtype=spec.dtype)
     m = min(n_in, n_out)
-    src = slice(n_in // 2 - m // 2, n_in // 2 - m // 2 + m)
-    dst = slice(n_out // 2 - m // 2, n_out // 2 - m // 2 + m)
-    out[dst, dst] = spec[src, src]
-    out = np.fft.ifftshift(out)
+    # The centred m × m block of frequencies -m//2 … m - m//2 - 1, copied between the two
+    # unshifted (numpy FFT order) spectra: the same as fftshift, crop/pad, ifftshift.
+    freq = np.arange(-(m // 2), m - m // 2)
+    src, dst = freq % n_in, freq % n_out
+    out[np.ix_(dst, dst)] = spec[np.ix_(src, src)]
     if damping is not None:
         out *= damping
     result: FloatArray = sfft.ifft2(out).real * (n_out / n_in) ** 2
