@@ -47,8 +47,9 @@ def _compare(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> float:
 def test_shipped_default_matches_unfused_and_is_left_unchanged():
     model, _card = load_model("default")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    # 1024² exercises the border fix-up sizes; 200 × 136 the reflection padding and crop.
-    assert _compare(model, (1, 1, 1024, 1024)) < 1e-5
+    # 1024² (batch 2: one frame at a time inside) the full-size path; 200 × 136 the
+    # reflection padding and crop.
+    assert _compare(model, (2, 1, 1024, 1024)) < 1e-5
     assert _compare(model, (2, 1, 200, 136), seed=1) < 1e-5
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
