@@ -124,7 +124,9 @@ def create_simulation_set(
         return False
     n = len(coords["defocus_nm"])
     ny, nx = image_shape
-    clean = da.zeros((n, ny, nx), dtype=np.float32, chunks=clean_chunks((ny, nx)))
+    # One dask chunk: to_zarr(compute=False) writes only metadata, and a graph over every
+    # zarr tile cost 0.57 CPU-s on the client for 480 images of 869² (7,680 tiles).
+    clean = da.zeros((n, ny, nx), dtype=np.float32, chunks=(n, ny, nx))
     ds = xr.Dataset(
         {
             "clean": (("image", "y", "x"), clean),
@@ -148,7 +150,9 @@ def create_simulation_set(
         shutil.rmtree(tmp)
     from zarr.codecs import ZstdCodec
 
-    encoding = {"clean": {"compressors": checksum_codecs(ZstdCodec(level=0))}}
+    encoding = {
+        "clean": {"compressors": checksum_codecs(ZstdCodec(level=0)), "chunks": clean_chunks((ny, nx))}
+    }
     with storage_full_as_error(path, "creating the SimulationSet"):
         ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
     tmp.rename(path)
