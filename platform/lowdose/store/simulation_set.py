@@ -161,9 +161,14 @@ def create_simulation_set(
 
 
 def done_images(path: str | Path) -> np.ndarray:
-    """Boolean mask of the images whose data is written."""
-    ds = xr.open_zarr(Path(path), consolidated=False)
-    return np.asarray(ds["done"].values, dtype=bool)
+    """Boolean mask of the images whose data is written.
+
+    Read with zarr in this process: through dask it would run on the client's cluster and
+    wait for a free worker slot behind the simulation tasks (2.5 s per call measured).
+    """
+    import zarr
+
+    return np.asarray(zarr.open_array(str(Path(path) / "done"), mode="r")[:], dtype=bool)
 
 
 def write_images(
