@@ -88,7 +88,12 @@ def prepare_store(
 
 
 def _kernel(job: StructureJob, config: SimulationGridConfig) -> tuple[int, Any]:
+    from lowdose.parallel.denoise import tune_worker_allocator
     from lowdose.physics.imaging import simulate_structure
+
+    # Dask's 64 kB heap-trim threshold would unmap and page-fault abTEM's temporaries per
+    # slice and per defocus; keep the heap, as the pipeline's workers do (once per process).
+    tune_worker_allocator()
 
     stack = simulate_structure(
         job.params,
