@@ -12,6 +12,7 @@ torch only through the model of :mod:`lowdose.evaluation.runner`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,27 @@ def _estimate(
     raise LowdoseInputError(f"unknown method {method!r}; expected one of {sorted(METHOD_LABELS)}")
 
 
+@dataclass(frozen=True)
+class Detections:
+    """What :func:`run_detections` gives a report: rows, inputs and the methods' labels."""
+
+    frames: pd.DataFrame
+    columns: pd.DataFrame
+    images: inputs.ImageSet
+    opts: dict[str, Any]
+    card: dict[str, Any]
+    methods: list[str]
+    labels: dict[str, str]
+
+    def data_sentence(self) -> str:
+        """The report's "Data:" line: images, realisations, seed and crops."""
+        where = f"{self.opts['crop']}² crops on the particle" if self.opts["crop"] else "whole images"
+        return (
+            f"Data: {self.images.describe()}; {self.opts['realisations']} Poisson realisation(s) "
+            f"per image (seed {self.opts['seed']}); {where}."
+        )
+
+
 def run_detections(
     experiment: str,
     data: Path,
@@ -148,16 +170,14 @@ def run_detections(
     client: Any,
     options: dict[str, Any],
     progress: bool,
-    defaults: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, inputs.ImageSet, dict[str, Any], dict[str, Any]]:
-    """Run (or resume) :func:`analyse_image` over the chosen images × realisations.
-
-    Returns the frame rows, the column rows, the images, the resolved options and the
-    model card.
-    """
+    defaults: Mapping[str, Any] | None = None,
+) -> Detections:
+    """Run (or resume) :func:`analyse_image` over the chosen images × realisations into ``out``."""
     from lowdose.evaluation.runner import parts_dir, run_tasks
 
-    opts = inputs.experiment_options(experiment, options, {**DEFAULTS, **defaults})
+    Path(out).mkdir(parents=True, exist_ok=True)
+
+    opts = inputs.experiment_options(experiment, options, {**DEFAULTS, **(defaults or {})})
     methods = methods_from(opts)
     source = inputs.model_source(model)
     card = inputs.model_card(source)  # also names the model's own split
@@ -198,7 +218,16 @@ def run_detections(
     rows = pd.DataFrame([row for r in results.values() for row in r.rows])
     frames = rows[rows["kind"] == "frame"].dropna(axis=1, how="all").drop(columns="kind")
     columns = rows[rows["kind"] == "column"].reindex(columns=COLUMN_FIELDS)
-    return frames.reset_index(drop=True), columns.reset_index(drop=True), images, opts, card
+    found = list(dict.fromkeys(frames["method"]))
+    return Detections(
+        frames=frames.reset_index(drop=True),
+        columns=columns.reset_index(drop=True),
+        images=images,
+        opts=opts,
+        card=card,
+        methods=found,
+        labels={m: method_label(m, card, opts) for m in found},
+    )
 
 
 def method_label(method: str, card: Mapping[str, Any], options: Mapping[str, Any]) -> str:

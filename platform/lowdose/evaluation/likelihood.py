@@ -24,7 +24,7 @@ import pandas as pd
 
 from lowdose.analysis.likelihood import REAL_THRESHOLD, SPURIOUS_THRESHOLD
 from lowdose.evaluation import report
-from lowdose.evaluation.detections import method_label, run_detections
+from lowdose.evaluation.detections import run_detections
 
 if TYPE_CHECKING:
     import distributed
@@ -109,12 +109,8 @@ def run(
 ) -> Path:
     """Run (or resume) the likelihood experiment into ``out``; return ``likelihood.md``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    frames, columns, images, opts, card = run_detections(
-        NAME, data, out, model=model, client=client, options=options, progress=progress, defaults={}
-    )
-    methods = list(dict.fromkeys(frames["method"]))
-    labels = {m: method_label(m, card, opts) for m in methods}
+    found = run_detections(NAME, data, out, model=model, client=client, options=options, progress=progress)
+    columns, methods, labels = found.columns, found.methods, found.labels
     summary = summarise(columns, methods)
     report.write_csv(out / f"{NAME}.csv", summary)
     report.write_csv(out / f"{NAME}_columns.csv", columns)
@@ -132,14 +128,12 @@ def run(
             f"≤ {SPURIOUS_THRESHOLD:g}": [_percent(v) for v in summary["below_spurious"]],
         }
     )
-    where = f"{opts['crop']}² crops on the particle" if opts["crop"] else "whole images"
     lines = [
         "# Likelihood ratio of real and spurious columns (Fig. 6)",
         "",
-        f"Command: `{report.command_line(NAME, images.store, out, model, options)}`",
+        f"Command: `{report.command_line(NAME, found.images.store, out, model, options)}`",
         "",
-        f"Data: {images.describe()}; {opts['realisations']} Poisson realisation(s) per image "
-        f"(seed {opts['seed']}); {where}.",
+        found.data_sentence(),
         "",
         "Each column detected in a method's output is *real* when a ground-truth column (particle or "
         "support) is within 0.6 Å (one-to-one), *spurious* otherwise; its LLR is the per-pixel mean "

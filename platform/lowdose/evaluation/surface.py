@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lowdose.evaluation import report
-from lowdose.evaluation.detections import method_label, run_detections
+from lowdose.evaluation.detections import run_detections
 
 if TYPE_CHECKING:
     import distributed
@@ -68,25 +68,19 @@ def run(
 ) -> Path:
     """Run (or resume) the surface experiment into ``out``; return ``surface.md``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    frames, _, images, opts, card = run_detections(
-        NAME, data, out, model=model, client=client, options=options, progress=progress, defaults={}
-    )
-    methods = list(dict.fromkeys(frames["method"]))
-    labels = {m: method_label(m, card, opts) for m in methods}
+    found = run_detections(NAME, data, out, model=model, client=client, options=options, progress=progress)
+    frames, methods, labels = found.frames, found.methods, found.labels
     summary = summarise(frames, methods)
     report.write_csv(out / f"{NAME}.csv", summary)
     report.write_csv(out / f"{NAME}_rows.csv", frames)
     figure = _figure(frames, methods, labels, out / f"{NAME}.png")
     table = _table(summary, methods, labels)
-    where = f"{opts['crop']}² crops on the particle" if opts["crop"] else "whole images"
     lines = [
         "# Surface and bulk column detection (Fig. 5)",
         "",
-        f"Command: `{report.command_line(NAME, images.store, out, model, options)}`",
+        f"Command: `{report.command_line(NAME, found.images.store, out, model, options)}`",
         "",
-        f"Data: {images.describe()}; {opts['realisations']} Poisson realisation(s) per image "
-        f"(seed {opts['seed']}); {where}.",
+        found.data_sentence(),
         "",
         "Columns are found by the pipeline's LoG detector on each method's output, the particle's "
         "surface by its hull, and scored against the ground-truth Pt columns (match within "
