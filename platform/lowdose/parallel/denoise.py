@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lowdose.errors import LowdoseInputError
+from lowdose.parallel.cluster import tune_worker_allocator
 from lowdose.parallel.tiling import apply_tiled
 
 if TYPE_CHECKING:
@@ -198,78 +199,6 @@ def _configure_torch_threads() -> None:
     if n_threads:
         torch.set_num_threads(max(1, n_threads))
     _THREADS_SET = True
-
-
-WORKER_TRIM_THRESHOLD_BYTES = 64 * 2**20
-"""glibc trim threshold the pipeline sets in Dask worker processes (see :func:`tune_worker_allocator`)."""
-
-_ALLOCATOR_TUNED = False
-
-
-def tune_worker_allocator() -> bool:
-    """In a Dask worker process on glibc, stop the heap from being returned to the OS after every free.
-
-    Distributed starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``: glibc then
-    hands any free block above 64 kB at the top of the heap back to the OS, so the
-    analysis's per-frame temporaries (padded FFT grids and LoG stacks, megabytes each)
-    are unmapped after every frame and page-faulted in again on the next one. Measured
-    (200 frames of 512², 2 workers, docs/performance.md): the workers' system time fell
-    from 2.6 to 0.4 s (≈ 11 ms per frame) and the analysis kernel's CPU per frame from
-    56 to 44 ms, what it costs in a plain process.
-    This sets, once per process and only inside a Dask worker (threaded local workers:
-    the client's own process), the trim threshold to
-    :data:`WORKER_TRIM_THRESHOLD_BYTES` and the mmap threshold to the local cluster's
-    (:data:`lowdose.parallel.cluster.MALLOC_MMAP_THRESHOLD_BYTES`; ``mallopt`` of either
-    switches glibc's dynamic thresholds off, so both are set) — with ``mallopt``, so it
-    applies whatever backend spawned the worker. Returns whether it was applied.
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False  # not in a worker: leave the caller's process alone
-    from lowdose.parallel.cluster import MALLOC_MMAP_THRESHOLD_BYTES
-
-    _ALLOCATOR_TUNED = set_malloc_thresholds(MALLOC_MMAP_THRESHOLD_BYTES, WORKER_TRIM_THRESHOLD_BYTES)
-    return _ALLOCATOR_TUNED
-
-
-def release_free_memory() -> bool:
-    """In a Dask worker on glibc, hand the heap's free pages back to the OS (``malloc_trim(0)``).
-
-    The pipeline calls it after every chunk task: the heap then keeps no more than the
-    next chunk needs, instead of a fragmented high-water mark that creeps up over a long
-    series (the threshold of :func:`tune_worker_allocator` applies only to the heap's top).
-    Once per chunk, so the page faults it causes are paid once per chunk, not per frame.
-    """
-    if not _ALLOCATOR_TUNED:
-        return False
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
-def set_malloc_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
-    """Set glibc's mmap and trim thresholds of this process (``mallopt``); False where there is no glibc."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    ok = bool(mallopt(m_mmap_threshold, int(mmap_bytes)))
-    return bool(mallopt(m_trim_threshold, int(trim_bytes))) and ok
 
 
 def _forward(module: torch.nn.Module, frames: np.ndarray, device: str, amp: bool) -> np.ndarray:

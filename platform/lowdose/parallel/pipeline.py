@@ -36,12 +36,8 @@ from lowdose.config.base import LowdoseConfig
 from lowdose.errors import ConfigError, LowdoseInputError
 from lowdose.parallel import outputs
 from lowdose.parallel.analyze import AnalyzeKernel, analysis_config, analyze_block, config_for_sums
-from lowdose.parallel.denoise import (
-    DEFAULT_BATCH_FRAMES,
-    DEFAULT_TILE_PX,
-    release_free_memory,
-    tune_worker_allocator,
-)
+from lowdose.parallel.cluster import release_free_memory, tune_worker_allocator
+from lowdose.parallel.denoise import DEFAULT_BATCH_FRAMES, DEFAULT_TILE_PX
 from lowdose.store.location import StorePath, as_location
 
 if TYPE_CHECKING:

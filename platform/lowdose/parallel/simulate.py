@@ -88,7 +88,7 @@ def prepare_store(
 
 
 def _kernel(job: StructureJob, config: SimulationGridConfig) -> tuple[int, Any]:
-    from lowdose.parallel.denoise import tune_worker_allocator
+    from lowdose.parallel.cluster import tune_worker_allocator
     from lowdose.physics.imaging import simulate_structure
 
     # Dask's 64 kB heap-trim threshold would unmap and page-fault abTEM's temporaries per

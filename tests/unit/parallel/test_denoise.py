@@ -99,7 +99,7 @@ def test_artefact_handle_uses_the_card_and_loads_once(tmp_path):
 _FAULTS_SCRIPT = """
 import resource, sys
 import numpy as np
-from lowdose.parallel.denoise import set_malloc_thresholds
+from lowdose.parallel.cluster import set_malloc_thresholds
 
 def faults_per_cycle():
     np.ones(2**20).sum()  # 8 MB: mmapped, or heap once the thresholds are set
@@ -134,7 +134,7 @@ def test_malloc_thresholds_stop_page_faults_of_freed_buffers():
     # Outside a Dask worker it leaves the process alone. Asked in a fresh process: in this
     # one an earlier test's threaded local worker may already have tuned it (cached per process).
     fresh = subprocess.run(
-        [sys.executable, "-c", "from lowdose.parallel.denoise import tune_worker_allocator as t; print(t())"],
+        [sys.executable, "-c", "from lowdose.parallel.cluster import tune_worker_allocator as t; print(t())"],
         capture_output=True,
         text=True,
         check=True,
