@@ -235,14 +235,35 @@ def bench_ingest(quick: bool) -> dict[str, Any]:
 
     out: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in _INGEST_RATES}
     for key in _INGEST_RATES:
-        out[key] = summary([run[key] for run in runs])
+        if all(key in run for run in runs):
+            out[key] = summary([run[key] for run in runs])
     out["targets"] = [
-        target("ingest >= 0.5 x plain file copy of the same bytes", out["ingest_vs_copy"]["median"], 0.5),
+        target(
+            "ingest >= 0.5 x plain file copy of the same bytes (source in the page cache)",
+            out["ingest_vs_copy"]["median"],
+            0.5,
+        ),
     ]
+    if "cold_ingest_vs_copy" in out:
+        out["targets"].append(
+            target(
+                "ingest >= 0.5 x plain file copy of the same bytes (source read from disk)",
+                out["cold_ingest_vs_copy"]["median"],
+                0.5,
+            )
+        )
     return out
 
 
-_INGEST_RATES = ("copy_MB_per_s", "ingest_MB_per_s", "ingest_vs_copy", "ingest_MB_per_cpu_s")
+_INGEST_RATES = (
+    "copy_MB_per_s",
+    "ingest_MB_per_s",
+    "ingest_vs_copy",
+    "ingest_MB_per_cpu_s",
+    "cold_copy_MB_per_s",
+    "cold_ingest_MB_per_s",
+    "cold_ingest_vs_copy",
+)
 
 
 # --------------------------------------------------------------------------- train
@@ -503,8 +524,11 @@ def stage_rows(stage: str, f: dict[str, Any]) -> list[tuple[str, str]]:
                 )
         rows.append(("paper U-Net GFLOP per 1024² frame", _g(f["paper_unet_flops_per_1024_frame"] / 1e9, 4)))
     elif stage == "ingest":
-        rows.append(("ingest MB/s", _med(f["ingest_MB_per_s"])))
-        rows.append(("plain copy MB/s", _med(f["copy_MB_per_s"])))
+        rows.append(("ingest MB/s (page cache)", _med(f["ingest_MB_per_s"])))
+        rows.append(("plain copy MB/s (page cache)", _med(f["copy_MB_per_s"])))
+        if "cold_ingest_MB_per_s" in f:
+            rows.append(("ingest MB/s (from disk)", _med(f["cold_ingest_MB_per_s"])))
+            rows.append(("plain copy MB/s (from disk)", _med(f["cold_copy_MB_per_s"])))
         rows.append(
             (
                 "compression ratio / entropy bound",

@@ -18,8 +18,11 @@ Imports numpy and the format libraries (lazily); never dask directly, never torc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import mmap
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -236,7 +239,7 @@ class TiffSource(FrameSource):
 
         Raw means uncompressed, unpredicted, in final byte layout and contiguous
         (tifffile's ``dataoffset``): frame ``i`` of a series then starts at
-        ``offset + i * frame_bytes`` and a batch is one ``readinto`` instead of a
+        ``offset + i * frame_bytes`` and a batch is a view of a memory map instead of a
         parse-and-decode per page (≈ 0.35 ms per page for 512² frames).
         """
         # Walk the whole IFD chain (≈ 7 µs per page): a file cut after its image data
@@ -292,37 +295,68 @@ class TiffSource(FrameSource):
         return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
-        """Frames ``[start, stop)`` of raw series: one positioned read per series touched."""
+        """Frames ``[start, stop)`` of raw series, as views of a read-only memory map.
+
+        A batch inside one series is a view of the file's pages in the page cache: no
+        copy and no fresh zeroed buffer (together ≈ 0.4 CPU-s per GB, more than the
+        sha256 of the same bytes). Each batch maps only its own byte range and the map
+        is unmapped when the batch's last view is gone, so batches handed to a writer
+        thread stay valid after :meth:`close` and the mapped pages (which count in
+        RSS) are bounded by the batches in flight. The file's size is checked before
+        each batch: a file cut short since it was opened is a FormatError, not a SIGBUS.
+        """
         assert self._raw is not None
         frame_bytes = self.frame_shape[0] * self.frame_shape[1] * self._raw_dtype.itemsize
-        out = np.empty((stop - start, *self.frame_shape), dtype=self._raw_dtype)
-        view = out.reshape(-1).view(np.uint8).data
         if self._file is None:
             self._file = self.path.open("rb", buffering=0)
-        filled = 0
+        size = os.fstat(self._file.fileno()).st_size
+        pieces = []
         first = 0
         for offset, (_, n) in zip(self._raw, self._parts, strict=True):
             lo, hi = max(start - first, 0), min(stop - first, n)
             if lo < hi:
-                end = filled + (hi - lo) * frame_bytes
-                self._file.seek(offset + lo * frame_bytes)
-                while filled < end:  # a raw read may return fewer bytes than asked
-                    got = self._file.readinto(view[filled:end])
-                    if not got:
-                        frame = start + filled // frame_bytes
-                        raise self.fail("truncated TIFF: the file ends inside the image data", frame)
-                    filled += got
+                begin = offset + lo * frame_bytes
+                end = offset + hi * frame_bytes
+                if end > size:
+                    frame = first + lo + max(0, size - begin) // frame_bytes
+                    raise self.fail("truncated TIFF: the file ends inside the image data", frame)
+                aligned = begin - begin % mmap.ALLOCATIONGRANULARITY
+                mapped = mmap.mmap(
+                    self._file.fileno(), end - aligned, offset=aligned, access=mmap.ACCESS_READ
+                )
+                _read_ahead(mapped, self._file.fileno(), end, end - begin)
+                data = np.frombuffer(
+                    mapped,
+                    dtype=self._raw_dtype,
+                    count=(end - begin) // self._raw_dtype.itemsize,
+                    offset=begin - aligned,
+                )
+                pieces.append(data.reshape(hi - lo, *self.frame_shape))
             first += n
+        out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         return out if self._raw_dtype.isnative else out.astype(self._raw_dtype.newbyteorder("="))
 
     def close(self) -> None:
-        """Close the TIFF file (a later read reopens it)."""
+        """Close the TIFF file (a later read reopens it; batches already read stay valid)."""
         if self._tif is not None:
             self._tif.close()
             self._tif = None
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _read_ahead(mapped: mmap.mmap, fd: int, next_offset: int, length: int) -> None:
+    """Ask the kernel to read a mapped batch, and the bytes after it, from disk ahead of use.
+
+    A memory map otherwise reads a cold file in small synchronous page faults; with the
+    whole batch (and the next one) requested up front the disk streams while the
+    previous batch is compressed. Advice only: ignored where unsupported.
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        mapped.madvise(mmap.MADV_WILLNEED)
+    with contextlib.suppress(AttributeError, OSError):
+        os.posix_fadvise(fd, next_offset, length, os.POSIX_FADV_WILLNEED)
 
 
 class MrcSource(FrameSource):

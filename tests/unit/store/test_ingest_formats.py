@@ -286,3 +286,26 @@ def test_raw_tiff_shrunk_after_open_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match=r"stack\.tif: frame \d+: truncated TIFF"):
         source.read(0, SHAPE[0])
     source.close()
+
+
+def test_raw_tiff_batches_outlive_close_and_map_only_their_bytes(tmp_path: Path) -> None:
+    """Raw batches are memory-map views: valid after close(), each mapping its own range."""
+    import mmap
+
+    from lowdose.store.readers import open_source
+
+    frames = np.random.default_rng(5).integers(0, 9, (40, 128, 128)).astype("uint8")
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, frames, photometric="minisblack")
+    source = open_source(src)
+    early = source.read(0, 4)
+    late = source.read(30, 40)
+    source.close()  # as _batches does while the writer thread still holds the last batch
+    np.testing.assert_array_equal(early, frames[:4])
+    np.testing.assert_array_equal(late, frames[30:40])
+    mapped = late.base
+    while mapped is not None and not isinstance(mapped, mmap.mmap):
+        mapped = getattr(mapped, "base", None) or getattr(mapped, "obj", None)
+    assert isinstance(mapped, mmap.mmap)
+    assert len(mapped) < 10 * 128 * 128 + mmap.ALLOCATIONGRANULARITY  # not the whole file
+    assert not late.flags.writeable  # a view of the source file can never be written through
