@@ -98,6 +98,22 @@ def _render_states(
     return configs, stacks, stacks[0].pixel_size_A
 
 
+def _spec_differences(found: dict[str, Any], spec: SeriesSpec) -> list[str]:
+    """``"size_px 256, asked 128"`` for every spec field the store's attributes record differently.
+
+    Seed and frame count must be recorded; a field an older store does not record is not compared.
+    """
+    differ = []
+    for key, want in spec.as_attrs().items():
+        required = key in ("synthetic_seed", "synthetic_n_frames")
+        if key not in found and not required:
+            continue
+        have = found.get(key)
+        if have != want:
+            differ.append(f"{key.removeprefix('synthetic_')} {have!r}, asked {want!r}")
+    return differ
+
+
 def simulate_series(
     out: str | Path, spec: SeriesSpec | None = None, *, progress: bool = True
 ) -> SeriesSummary:
@@ -120,9 +136,11 @@ def simulate_series(
         raise StoreError(f"--frames {spec.n_frames}: expected at least 1 frame")
     if out.exists():
         found = series_attrs(out)
-        if found.get("synthetic_seed") != spec.seed or found.get("synthetic_n_frames") != spec.n_frames:
+        differ = _spec_differences(found, spec)
+        if differ:
             raise StoreError(
-                f"{out}: exists and was made from a different synthetic spec; choose another --out"
+                f"{out}: exists and was made from a different synthetic spec ({'; '.join(differ)}); "
+                "remove it or write to another path"
             )
         if int(found.get("n_frames", 0)) == spec.n_frames and schema.ground_truth_path(out).exists():
             n_states = len(found.get("state_events", []))

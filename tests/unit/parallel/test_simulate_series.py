@@ -47,3 +47,18 @@ def test_interrupted_series_resumes_byte_identical(tmp_path, monkeypatch):
         simulate_series(out, SeriesSpec(n_frames=40, size_px=64, seed=3, gpts=128), progress=False)
     with pytest.raises(StoreError, match="--size"):
         simulate_series(tmp_path / "big.zarr", SeriesSpec(size_px=5000), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"size_px": 48}, "size_px 64, asked 48"), ({"defocus_nm": 12.0}, "defocus_nm 10.0, asked 12.0")],
+)
+def test_store_from_another_spec_is_refused_naming_the_field(tmp_path, change, named):
+    # A store made with another --size or --defocus-nm must not be taken as "already done".
+    out = tmp_path / "s.zarr"
+    series_store.create_frame_series(out, (SPEC.size_px, SPEC.size_px), attrs=SPEC.as_attrs())
+    asked = SeriesSpec(**{**SPEC.__dict__, **change})
+    with pytest.raises(StoreError, match="different synthetic spec") as err:
+        simulate_series(out, asked, progress=False)
+    assert named in str(err.value)
+    assert str(out) in str(err.value)
