@@ -250,7 +250,17 @@ def open_denoised(path: Where, storage_options: Mapping[str, Any] | None = None)
     try:
         group = zarr.open_group(location, mode="r", **store.zarr_kwargs())
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise StoreError(f"{location}: no DenoisedSeries store here") from err
+        inside = os.path.join(str(location), "denoised.zarr")
+        hint = f" (did you mean {inside}?)" if os.path.isdir(inside) else ""
+        raise StoreError(f"{location}: no DenoisedSeries store here{hint}") from err
+    missing = [name for name in (DENOISED_SERIES.variable, "time_s") if name not in group]
+    if missing:
+        found = group.attrs.get("lowdose_layout")
+        names = " or ".join(map(repr, missing))
+        raise StoreError(
+            f"{location}: not a DenoisedSeries (layout {found!r}, no {names} array); "
+            "expected the denoised.zarr that `lowdose denoise` writes"
+        )
     array = group[DENOISED_SERIES.variable]
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{location}: '{DENOISED_SERIES.variable}' is not an array")
