@@ -46,3 +46,17 @@ def test_stdlib_platform_not_shadowed(cwd: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
+
+
+def test_validate_without_kind_says_which_kind_it_checked(tmp_path: Path) -> None:
+    # A good pipeline config checked without --kind: every key is "unknown" to the base kind.
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("series: s.zarr\nout: run\n")
+    out = run("config", "validate", str(config))
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "pipeline.yaml" in lines[0] and "checked as kind 'base'" in lines[0] and "--kind" in lines[0]
+    ok = run("config", "validate", str(config), "--kind", "pipeline")
+    assert ok.returncode == 0, ok.stderr
+    assert "series: s.zarr" in ok.stdout

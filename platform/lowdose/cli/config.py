@@ -14,12 +14,22 @@ def register(app: typer.Typer) -> None:
     @group.command("validate")
     def validate(
         path: Path = typer.Argument(..., help="YAML config file."),
-        kind: str = typer.Option("base", "--kind", help="Config kind (see `lowdose config kinds`)."),
+        kind: str | None = typer.Option(
+            None, "--kind", help="Config kind: pipeline, train, simulate, analysis (`lowdose config kinds`)."
+        ),
     ) -> None:
         """Validate a config file; print it back with defaults filled in."""
-        from lowdose.config import config_class, load_config
+        from lowdose.config import CONFIG_KINDS, config_class, load_config
+        from lowdose.errors import ConfigError
 
-        config = load_config(config_class(kind), path)
+        try:
+            config = load_config(config_class(kind or "base"), path)
+        except ConfigError as err:
+            if kind is not None:
+                raise
+            # Without --kind only the shared base fields are known: say so, or every key looks wrong.
+            kinds = "|".join(name for name in CONFIG_KINDS if name != "base")
+            raise ConfigError(f"{err}; checked as kind 'base' (no --kind): pass --kind {kinds}") from None
         typer.echo(config.to_yaml(), nl=False)
 
     @group.command("kinds")
