@@ -60,3 +60,21 @@ def test_validate_without_kind_says_which_kind_it_checked(tmp_path: Path) -> Non
     ok = run("config", "validate", str(config), "--kind", "pipeline")
     assert ok.returncode == 0, ok.stderr
     assert "series: s.zarr" in ok.stdout
+
+
+def test_align_errors_name_the_series_and_the_flag(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lowdose.store.series import append_frames, create_frame_series
+
+    series = tmp_path / "short.zarr"
+    create_frame_series(series, (16, 16))
+    append_frames(series, np.zeros((24, 16, 16), dtype="uint8"))
+    short = run("align", str(series), "--block-frames", "40")
+    assert short.returncode == 2
+    assert (
+        short.stderr.strip() == f"lowdose: error: {series}: series has 24 frames, fewer than one block of 40"
+    )
+    small = run("align", str(series), "--block-frames", "10")
+    assert small.returncode == 2
+    assert small.stderr.strip().startswith(f"lowdose: error: {series}: --block-frames 10: expected ≥ 20")

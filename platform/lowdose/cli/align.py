@@ -27,10 +27,17 @@ def register(app: typer.Typer) -> None:
 
         if reference not in ("first", "previous") or per_frame not in ("block", "interpolate"):
             raise LowdoseInputError("--reference must be first|previous and --per-frame block|interpolate")
-        record = align_series(
-            series,
-            block_frames=block_frames,
-            reference=reference,  # type: ignore[arg-type]
-            per_frame=per_frame,  # type: ignore[arg-type]
-        )
+        try:
+            record = align_series(
+                series,
+                block_frames=block_frames,
+                reference=reference,  # type: ignore[arg-type]
+                per_frame=per_frame,  # type: ignore[arg-type]
+            )
+        except LowdoseInputError as err:
+            # the library speaks of block_frames=N and "series": name the option and the file
+            message = str(err).replace("block_frames=", "--block-frames ")
+            if message == str(err) and str(series) in message:
+                raise
+            raise LowdoseInputError(message if str(series) in message else f"{series}: {message}") from None
         typer.echo(f"{series}: {record['n_blocks']} blocks, max |shift| {record['max_abs_shift_px']} px")
