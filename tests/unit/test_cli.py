@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,17 @@ def test_align_errors_name_the_series_and_the_flag(tmp_path: Path) -> None:
     small = run("align", str(series), "--block-frames", "10")
     assert small.returncode == 2
     assert small.stderr.strip().startswith(f"lowdose: error: {series}: --block-frames 10: expected ≥ 20")
+
+
+@pytest.mark.parametrize("command", [["catalog", "list"], ["dashboard", "--port", "0"]])
+def test_default_catalog_missing_says_how_to_name_one(tmp_path: Path, command: list[str]) -> None:
+    # run outside the repository with neither --catalog nor LOWDOSE_CATALOG
+    env = {k: v for k, v in os.environ.items() if k not in ("LOWDOSE_CATALOG", "LOWDOSE_CATALOG_ROOT")}
+    out = subprocess.run(
+        [*LOWDOSE, *command], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "catalogs/demo.yaml: catalog file not found" in lines[0]
+    assert "--catalog FILE" in lines[0] and "LOWDOSE_CATALOG" in lines[0]

@@ -56,6 +56,21 @@ def default_root(catalog: str, root: Path | None) -> Path | None:
     return None
 
 
+def require_catalog(catalog: str) -> None:
+    """Refuse the default catalog when it is not here, saying how to name one.
+
+    ``catalogs/demo.yaml`` is relative to the working folder (the repository); run
+    anywhere else without ``--catalog`` it is simply missing.
+    """
+    from lowdose.store.catalog_safety import CatalogError
+
+    if catalog == DEFAULT_CATALOG and not Path(catalog).exists():
+        raise CatalogError(
+            f"{catalog}: catalog file not found in {Path.cwd()} (the default, relative to the repository); "
+            "pass --catalog FILE (e.g. lowdose-demo/catalog.yaml) or set LOWDOSE_CATALOG"
+        )
+
+
 def catalog_option() -> Any:
     """The shared ``--catalog`` option."""
     return typer.Option(
@@ -72,6 +87,7 @@ def register(app: typer.Typer) -> None:
     def _open(catalog: str, root: Path | None, allow_absolute: bool) -> Any:
         from lowdose.store.catalog import open_catalog
 
+        require_catalog(catalog)
         return open_catalog(catalog, root=default_root(catalog, root), allow_absolute=allow_absolute)
 
     @group.command("list")

@@ -9,7 +9,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``dashboard`` command."""
-    from lowdose.cli.catalog import catalog_option, default_root
+    from lowdose.cli.catalog import catalog_option, default_root, require_catalog
 
     @app.command("dashboard")
     def dashboard(
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         """Serve the frame-series dashboard for a catalog until interrupted."""
         from lowdose.dashboard.serve import serve_dashboard
 
+        require_catalog(catalog)
         serve_dashboard(
             catalog,
             port=port,
