@@ -237,7 +237,8 @@ def _run_futures(client: Client, tasks: list[Any], label: str, progress: bool) -
 
     futures = client.compute(tasks)
     results = []
-    with tqdm(total=len(futures), desc=label, unit="chunk", disable=not progress) as bar:
+    # no bar when every chunk was done before (a resumed run): "0chunk [00:00, ?chunk/s]" says nothing
+    with tqdm(total=len(futures), desc=label, unit="chunk", disable=not progress or not futures) as bar:
         for future in as_completed(futures):
             results.append(future.result())
             bar.update(1)
@@ -471,7 +472,7 @@ class _Run:
                     kernel=self.kernel,
                 )
             )
-        _run_futures(self.client, tasks, "frames", c.progress)
+        _run_futures(self.client, tasks, "frame chunks", c.progress)
         chunks_run = len(tasks)
         if analyze:
             self._consolidate(None, list(range(len(self.starts))), rewrite=bool(tasks))
