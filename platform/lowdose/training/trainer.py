@@ -231,6 +231,18 @@ def train(
             dist.destroy_process_group()
 
 
+def _require_splits(splits: DataSplits, config: TrainingConfig, config_path: str | None) -> None:
+    """Refuse, before anything is written, a split that leaves training or validation without images."""
+    total = splits.train.size + splits.validation.size + splits.test.size
+    for name, images in (("training", splits.train), ("validation", splits.validation)):
+        if images.size == 0:
+            raise ConfigError(
+                f"{config_path or config.data}: split_fractions {list(config.split_fractions)} leave the "
+                f"{name} split of {config.data} empty ({total} selected images, split by structure): "
+                "raise that fraction, change split_seed or simulate more structures"
+            )
+
+
 def _train(
     config: TrainingConfig,
     out_dir: Path,
@@ -248,6 +260,7 @@ def _train(
     splits: DataSplits = resolve_splits(
         config.data, config.selection, config.split_fractions, config.split_seed
     )
+    _require_splits(splits, config, config_path)
     dose_scale = config.dose_e_per_px / splits.store_dose_e_per_px
     torch.manual_seed(config.seed)
     model = build(config.model, **config.model_options)

@@ -122,3 +122,14 @@ def test_init_weights_must_match_the_architecture(store: Path, tmp_path: Path) -
     )
     with pytest.raises(ConfigError, match="init_weights"):
         train(other, tmp_path / "other", progress=False, write_artefact=False)
+
+
+def test_a_split_without_validation_images_is_refused_before_writing(tmp_path: Path) -> None:
+    # two structures cannot fill three 80/10/10 splits: validation gets none
+    two = write_synthetic_set(tmp_path / "two.zarr", n_structures=2, defoci=2, size=32)
+    out = tmp_path / "run"
+    config = _config(two, split_fractions=(0.8, 0.1, 0.1))
+    with pytest.raises(ConfigError, match=r"leave the validation split of .*two\.zarr empty") as err:
+        train(config, out, progress=False, config_path="t.yaml")
+    assert str(err.value).startswith("t.yaml: split_fractions [0.8, 0.1, 0.1]")
+    assert not out.exists()
