@@ -93,3 +93,17 @@ def test_default_catalog_missing_says_how_to_name_one(tmp_path: Path, command: l
     assert len(lines) == 1
     assert "catalogs/demo.yaml: catalog file not found" in lines[0]
     assert "--catalog FILE" in lines[0] and "LOWDOSE_CATALOG" in lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--chunk-frames", "--batch-frames"])
+def test_ingest_refuses_a_non_positive_frame_count(tmp_path: Path, flag: str) -> None:
+    import numpy as np
+
+    source = tmp_path / "frames.npy"
+    np.save(source, np.ones((4, 8, 8), dtype="uint8"))
+    args = ["--pixel-size-A", "0.061", "--frame-rate-hz", "40", "--quiet", flag, "-1"]
+    out = run("ingest", str(source), "--out", str(tmp_path / "s.zarr"), *args)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert flag in out.stderr and "greater than or equal to" in out.stderr
+    assert not (tmp_path / "s.zarr").exists()

@@ -33,8 +33,15 @@ def register(app: typer.Typer) -> None:
         float_policy: str = typer.Option(
             "refuse", "--float-policy", help="Float inputs: 'refuse' unless whole numbers, or 'round'."
         ),
-        chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per zarr chunk."),
-        batch_frames: int | None = typer.Option(None, "--batch-frames", help="Frames per read/write batch."),
+        chunk_frames: int | None = typer.Option(
+            None, "--chunk-frames", min=1, help="Frames per zarr chunk (default: up to 32, ≤ 64 MiB)."
+        ),
+        batch_frames: int | None = typer.Option(
+            None,
+            "--batch-frames",
+            min=1,
+            help="Frames per read/write batch, rounded up to whole chunks (default: ≈ 64 MiB).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Ingest frame files into a chunked, compressed FrameSeries (resumable, re-run is a no-op)."""
