@@ -50,3 +50,16 @@ def test_wrong_version_and_assignment_validation(tmp_path: Path) -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(ConfigError, match="unknown config kind"):
         config_class("nope")
+
+
+def test_pipeline_device_is_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    # a misspelt device used to reach the Dask workers and fail there as a torch RuntimeError
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("series: s.zarr\nout: run\ndevice: gpu\n")
+    with pytest.raises(
+        ConfigError, match=r"pipeline\.yaml.*'device': 'gpu': expected auto, cpu, cuda or cuda:N"
+    ):
+        load_config(config_class("pipeline"), config)
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        config.write_text(f"series: s.zarr\nout: run\ndevice: '{device}'\n")
+        assert load_config(config_class("pipeline"), config).device == device

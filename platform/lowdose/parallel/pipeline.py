@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from lowdose.config.base import LowdoseConfig
 from lowdose.errors import ConfigError, LowdoseInputError
@@ -127,6 +127,14 @@ class PipelineConfig(LowdoseConfig):
         default=None, description="Catalog YAML to register in (default OUT/catalog.yaml)."
     )
     progress: bool = Field(default=True, description="Show a progress bar.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        # checked here, not on a worker: a torch RuntimeError traceback from the cluster says little
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r}: expected auto, cpu, cuda or cuda:N")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
