@@ -173,12 +173,20 @@ def _artefact_handle(model: str | Path) -> ModelHandle:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
-    if device != "auto":
-        return device
+    """``auto`` → ``cuda`` when available, else ``cpu``; a CUDA device this process lacks is refused."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= available:
+            raise LowdoseInputError(
+                f"device {device!r}: this process sees {available} CUDA device(s) "
+                f"(torch {torch.__version__}); use device auto or cpu"
+            )
+    return device
 
 
 def _configure_torch_threads() -> None:

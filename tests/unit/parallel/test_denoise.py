@@ -140,3 +140,11 @@ def test_malloc_thresholds_stop_page_faults_of_freed_buffers():
         check=True,
     )
     assert fresh.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_one_named_error(model, frames):
+    with pytest.raises(LowdoseInputError, match=r"device 'cuda:1': this process sees 0 CUDA device\(s\)"):
+        denoise_frames(frames[:1], model, device="cuda:1")
+    # auto still falls back to the CPU
+    assert denoise_frames(frames[:1], model, device="auto").shape == frames[:1].shape
