@@ -47,6 +47,7 @@ def test_tiny_preset_end_to_end(tiny_run):
     assert out.with_name(out.name + ".preview.png").stat().st_size > 10_000
     again = _lowdose("simulate", "--preset", "tiny", "--out", str(out), "--workers", "1", "--quiet")
     assert "0 images written, 6 already done" in again.stdout
+    assert "(nothing left to do)" in again.stdout and "images/hour" not in again.stdout
 
 
 def test_interrupted_run_resumes_byte_identical(tiny_run, tmp_path):

@@ -43,9 +43,11 @@ def register(app: typer.Typer) -> None:
                 summary = run_grid(config, out, client, progress=not quiet)
         else:  # nothing left: no cluster needed
             summary = run_grid(config, out, None, progress=not quiet)
+        # a re-run that found every image done measured no throughput: no "0 images/hour"
+        rate = f"({summary.images_per_hour:.0f} images/hour)" if summary.n_written else "(nothing left to do)"
         typer.echo(
             f"{summary.path}: {summary.n_written} images written, {summary.n_skipped} already done, "
-            f"{summary.seconds:.1f} s ({summary.images_per_hour:.0f} images/hour)"
+            f"{summary.seconds:.1f} s {rate}"
         )
         if preview:
             from lowdose.evaluation.simulation_preview import write_contact_sheet
