@@ -432,7 +432,10 @@ def _relative_location(
 ) -> str:
     if has_scheme(location):
         if not allow_absolute:
-            raise CatalogError(f"entry {name!r}: {location} is a URL; pass allow_absolute=True to record it")
+            raise CatalogError(
+                f"entry {name!r}: {location} is a URL; "
+                "pass allow_absolute=True (CLI: --allow-absolute) to record it"
+            )
         return location
     product = Path(location).resolve()
     rel = os.path.relpath(product, folder)
@@ -442,7 +445,7 @@ def _relative_location(
             raise CatalogError(
                 f"entry {name!r}: {product} is outside the catalog folder {folder}; keep products "
                 "beside or below the catalog, or pass root= (a trusted enclosing folder) "
-                "or allow_absolute=True"
+                "or allow_absolute=True (CLI: --allow-absolute, which records the absolute path)"
             )
         return str(product)
     return CATALOG_DIR_PREFIX + Path(rel).as_posix()

@@ -145,8 +145,9 @@ def test_concurrent_registrations_keep_every_entry(tmp_path: Path) -> None:
 def test_products_outside_the_folder_need_a_root_or_absolute(tmp_path: Path) -> None:
     products = write_series_products(tmp_path / "data", n_frames=4, size=16)
     cat_path = tmp_path / "catalogs" / "c.yaml"
-    with pytest.raises(CatalogError, match="outside the catalog folder"):
+    with pytest.raises(CatalogError, match="outside the catalog folder") as err:
         register(cat_path, "s", products["series"])
+    assert "(CLI: --allow-absolute" in str(err.value)  # `lowdose catalog add` has no root=
     register_products(cat_path, [product_entry("s", products["series"])], root=tmp_path)
     assert "{CATALOG_DIR}/../data/series.zarr" in cat_path.read_text()
     with pytest.raises(CatalogError, match="escapes the catalog folder"):
