@@ -17,7 +17,11 @@ SCHEDULER_HELP = "Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 
 ClusterOption = typer.Option(None, "--cluster", help=CLUSTER_HELP)
 SchedulerOption = typer.Option(None, "--scheduler", help=SCHEDULER_HELP)
 WorkersOption = typer.Option(
-    None, "--n-workers", min=1, help="Number of workers (default: sized for the machine)."
+    None,
+    "--n-workers",
+    "--workers",
+    min=1,
+    help="Number of workers (default: sized for the machine).",
 )
 ThreadsOption = typer.Option(None, "--threads-per-worker", min=1, help="Threads per worker.")
 GpusOption = typer.Option(

@@ -60,7 +60,7 @@ def up(
         None, "--cluster", help="Backend name (see `lowdose cluster backends`)."
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML with a 'cluster:' block (+ 'options:')."),
-    n_workers: int | None = typer.Option(None, "--n-workers", min=1, help="Number of workers."),
+    n_workers: int | None = typer.Option(None, "--n-workers", "--workers", min=1, help="Number of workers."),
     threads_per_worker: int | None = typer.Option(
         None, "--threads-per-worker", min=1, help="Threads/worker."
     ),

@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         frames: int = typer.Option(DEMO_FRAMES, "--frames", min=1, help="Frames in the synthetic series."),
         serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the dashboard at the end."),
         port: int = typer.Option(5006, "--port", help="Dashboard port."),
-        workers: int | None = typer.Option(None, "--workers", min=1, help="Dask workers (default: auto)."),
+        workers: int | None = typer.Option(
+            None, "--workers", "--n-workers", min=1, help="Dask workers (default: auto)."
+        ),
     ) -> None:
         """Simulate a synthetic in-situ series, denoise and analyse it on Dask, catalog it, serve it.
 

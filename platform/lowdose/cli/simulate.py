@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output SimulationSet store (PATH.zarr)."),
         preset: str | None = typer.Option(None, "--preset", help="Shipped grid: tiny, small or paper-grid."),
         scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running scheduler."),
-        workers: int | None = typer.Option(None, "--workers", help="LocalCluster worker processes."),
+        workers: int | None = typer.Option(
+            None, "--workers", "--n-workers", help="LocalCluster worker processes."
+        ),
         memory_limit: str = typer.Option("4GB", "--memory-limit", help="Memory limit per worker."),
         preview: bool = typer.Option(False, "--preview", help="Also write PATH.preview.png (contact sheet)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
         scheduler: str = typer.Option(
             None, "--scheduler", help="Dask scheduler address: run one DDP rank per worker."
         ),
-        workers: int = typer.Option(0, "--workers", help="DDP ranks (Dask workers) to use; 0 = all."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+        workers: int = typer.Option(
+            0, "--workers", "--n-workers", help="DDP ranks (Dask workers) to use; 0 = all."
+        ),
+        no_progress: bool = typer.Option(False, "--no-progress", "--quiet", help="Hide the progress bar."),
     ) -> None:
         """Train a denoiser; write checkpoints, a JSON-lines log and a model artefact to OUT."""
         from lowdose.config import load_config
