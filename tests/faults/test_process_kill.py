@@ -252,11 +252,14 @@ def test_train_killed_then_resumed_is_byte_identical(train_inputs, tmp_path, fau
     )
 
     # What a user does: resume from the checkpoint; with none yet (killed before the
-    # first one) --resume is a clear error and the run starts again.
+    # first one) --resume is a clear error, a plain re-run is refused (the log is there)
+    # and --overwrite starts the run again.
     resumed = run_lowdose([*args, "--resume"])
     if saved is None:
         assert resumed.returncode == 2 and "no checkpoint" in resumed.stderr, resumed.stderr[-2000:]
-        run_ok(args)
+        again = run_lowdose(args)
+        assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr[-2000:]
+        run_ok([*args, "--overwrite"])
     else:
         assert resumed.returncode == 0, resumed.stderr[-3000:]
     records, expected = _log(out), _log(reference)
