@@ -156,6 +156,22 @@ def _length_A(value: float, unit: str | None) -> float | None:
     return float(value) * factor
 
 
+def _colour_tiff_message(path: Path, series: Any, where: str = "TIFF holds") -> str:
+    """Why a TIFF series with several samples per pixel (RGB, RGBA, …) is refused, and what to do."""
+    page = series.keyframe
+    samples = int(page.samplesperpixel)
+    layout = "planar" if int(page.planarconfig) == 2 else "interleaved"
+    photometric = getattr(page.photometric, "name", str(page.photometric))
+    pages = len(series)
+    return (
+        f"{path}: {where} {pages} page{'s' if pages != 1 else ''} with {samples} samples per pixel "
+        f"({photometric}, {layout}): a colour image, not grey count frames; tifffile.imwrite stores "
+        f"a (3, Y, X) or (4, Y, X) uint8 array this way unless told otherwise — write a frame stack "
+        f"with tifffile.imwrite(path, frames, photometric='minisblack') or save the frames as separate "
+        f"grey pages"
+    )
+
+
 class TiffSource(FrameSource):
     """Multi-page TIFF: every 2-D page of the file's series is one frame, read page-wise."""
 
@@ -171,13 +187,21 @@ class TiffSource(FrameSource):
             if not series:
                 raise FormatError(f"{path}: TIFF holds no images")
             first = series[0]
-            if first.axes[-2:] != "YX" or "S" in first.axes:
+            if "S" in first.axes:
+                raise FormatError(_colour_tiff_message(path, first))
+            if first.axes[-2:] != "YX":
                 raise FormatError(f"{path}: TIFF series has axes {first.axes}; expected grey frames (…YX)")
             frame_shape = (int(first.shape[-2]), int(first.shape[-1]))
             self._parts: list[tuple[Any, int]] = []
             for index, part in enumerate(series):
                 shape = (int(part.shape[-2]), int(part.shape[-1]))
                 frames_before = sum(n for _, n in self._parts)
+                if "S" in part.axes:  # RGB planes must not pass as frames
+                    raise FormatError(
+                        _colour_tiff_message(
+                            path, part, f"TIFF series {index} (after frame {frames_before}) has"
+                        )
+                    )
                 if shape != frame_shape or part.axes[-2:] != "YX":
                     raise FormatError(
                         f"{path}: page {frames_before} has frame shape {shape}; expected {frame_shape} "

@@ -136,3 +136,37 @@ def test_out_holding_another_series_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="different series"):
         ingest([tmp_path / "b.npy"], out, **META)
     np.testing.assert_array_equal(open_series(out)["counts"].values, before)
+
+
+@pytest.mark.filterwarnings("ignore:.*stored as RGB:DeprecationWarning")  # the default this test is about
+@pytest.mark.parametrize("shape", [(3, 32, 28), (4, 32, 28), (32, 28, 3)])
+def test_colour_tiff_is_refused_saying_why_and_what_to_do(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """A few uint8 frames written plainly with tifffile become one RGB(A) page: refused, with the fix."""
+    src = tmp_path / "rgb.tif"
+    tifffile.imwrite(src, np.random.default_rng(4).poisson(0.45, shape).astype("uint8"))
+    samples = min(shape[0], shape[-1])
+    layout = "planar" if shape[0] < shape[-1] else "interleaved"
+    err = refused(
+        tmp_path, [src], rf"rgb.tif: TIFF holds 1 page with {samples} samples per pixel \(RGB, {layout}\)"
+    )
+    assert "not grey count frames" in str(err)
+    assert "photometric='minisblack'" in str(err) and "separate grey pages" in str(err)
+
+
+def test_frames_written_as_the_colour_refusal_advises_ingest(tmp_path: Path) -> None:
+    data = np.random.default_rng(4).poisson(0.45, (3, 32, 28)).astype("uint8")
+    tifffile.imwrite(tmp_path / "grey.tif", data, photometric="minisblack")
+    out = ingest([tmp_path / "grey.tif"], tmp_path / "s.zarr", **META)
+    np.testing.assert_array_equal(open_series(out)["counts"].values, data)
+
+
+@pytest.mark.filterwarnings("ignore:.*stored as RGB:DeprecationWarning")
+def test_colour_series_after_grey_frames_is_refused(tmp_path: Path) -> None:
+    """Three RGB planes of a later series must not pass as three more frames."""
+    src = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(frames(n=4), photometric="minisblack")
+        tif.write(frames(n=3))  # a (3, 32, 28) uint8 array: one planar RGB page
+    refused(
+        tmp_path, [src], r"mixed.tif: TIFF series 1 \(after frame 4\) has 1 page with 3 samples per pixel"
+    )
