@@ -34,6 +34,19 @@ def test_ingest_then_align_cli(tmp_path: Path) -> None:
     args = ["ingest", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--out", str(out), "--quiet"]
     run = lowdose(*args, "--pixel-size-A", "0.061", "--frame-rate-hz", "40", "--detector", "K3")
     assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{out}\n"  # stdout: the store path alone, for scripts
+    stored_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+    summary = run.stderr.splitlines()
+    assert summary[0] == f"120 frames of 64 x 64 px, uint8; dose {frames.mean():.4g} e/px/frame measured"
+    assert summary[1].startswith(f"stored {stored_mb:.3g} MB, {frames.nbytes / 1e6 / stored_mb:.2f}x smaller")
+    assert summary[2].startswith("120 frames ingested in ") and summary[2].endswith("MB/s of source frames)")
+    again = lowdose(*args, "--pixel-size-A", "0.061")
+    assert again.returncode == 0 and again.stdout == f"{out}\n", again.stderr
+    assert again.stderr.splitlines()[-1] == "already complete from the same sources: nothing written"
+    other = lowdose(*args, "--pixel-size-A", "0.07")
+    assert other.returncode == 2 and other.stdout == ""
+    lines = [line for line in other.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pixel_size_A is 0.061 in the store but --pixel-size-A gave 0.07" in lines[0]
     run = lowdose("align", str(out), "--block-frames", "40")
     assert run.returncode == 0, run.stderr
     ds = open_series(out)

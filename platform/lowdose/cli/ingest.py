@@ -44,13 +44,17 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
-        """Ingest frame files into a chunked, compressed FrameSeries (resumable, re-run is a no-op)."""
+        """Ingest frame files into a chunked, compressed FrameSeries (resumable, re-run is a no-op).
+
+        Prints a summary (frames, dtype, size, compression, dose, speed) on stderr and the
+        store's path on stdout.
+        """
         from lowdose.errors import FormatError
-        from lowdose.store.ingest import ingest
+        from lowdose.store.ingest import ingest_with_summary
 
         if float_policy not in ("refuse", "round"):
             raise FormatError(f"--float-policy {float_policy!r}: expected 'refuse' or 'round'")
-        path = ingest(
+        summary = ingest_with_summary(
             inputs,
             out,
             pixel_size_A=pixel_size_A,
@@ -63,4 +67,6 @@ def register(app: typer.Typer) -> None:
             batch_frames=batch_frames,
             progress=not quiet,
         )
-        typer.echo(str(path))
+        for line in summary.lines():  # for people, on stderr: stdout stays the store path alone
+            typer.echo(line, err=True)
+        typer.echo(str(summary.path))

@@ -23,10 +23,15 @@ Safety and re-runs:
   found before the store exists.
 * Sources are recorded with sha256 checksums (in a new store once they are known:
   a run killed before its first checksums were recorded starts over). Re-running on
-  the same inputs is a no-op (new metadata flags are then ignored: edit attrs with
-  :func:`~lowdose.store.series.update_series_attrs`); an interrupted run (Ctrl-C,
-  kill) leaves ``OUT.partial`` whose committed frames are kept and the next run
-  resumes after them (temp files of a chunk write cut short are removed first).
+  the same inputs is a no-op when the metadata given (``pixel_size_A``,
+  ``frame_rate_hz``, ``dose_e_per_px``, ``detector``) is absent or equal to what the
+  complete store records; a given value that differs is a :class:`StoreError` and
+  the store is left as it is (change attrs with
+  :func:`~lowdose.store.series.update_series_attrs`, or ingest into a new ``OUT``).
+  An interrupted run (Ctrl-C, kill) leaves ``OUT.partial`` whose committed frames
+  are kept and the next run resumes after them (temp files of a chunk write cut
+  short are removed first); metadata given to the run that completes the store is
+  what it records.
 * A full disk (or quota, or file-size limit) stops the run with a one-line
   :class:`~lowdose.errors.StorageFullError` naming the store; ``OUT.partial`` is kept,
   and re-running once space is freed resumes.
@@ -38,10 +43,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
+import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -269,6 +278,153 @@ def _committed_sum(path: Path) -> float:
     return float(ds["counts"].sum(dtype="float64").compute(scheduler="synchronous"))
 
 
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one ``ingest`` run did, for the CLI's closing lines."""
+
+    path: Path
+    n_frames: int
+    frame_shape: tuple[int, int]
+    dtype: str
+    stored_bytes: int
+    """Bytes of every file of the store on disk."""
+    dose_e_per_px: float
+    """Dose the store records (e/px/frame)."""
+    dose_source: str
+    """How that dose was obtained (``"given"`` or measured)."""
+    measured_dose_e_per_px: float | None
+    """Mean counts per pixel per frame of the frames, when this run summed them."""
+    seconds: float
+    frames_written: int
+    """Frames read, validated and appended by this run (0 for a no-op re-run)."""
+    source_bytes: int
+    """Uncompressed bytes of the source frames this run read."""
+    already_complete: bool
+    """The store was already complete: this run wrote nothing."""
+
+    @property
+    def counts_bytes(self) -> int:
+        """Uncompressed bytes of the stored counts."""
+        return self.n_frames * self.frame_shape[0] * self.frame_shape[1] * np.dtype(self.dtype).itemsize
+
+    @property
+    def compression_ratio(self) -> float:
+        """Uncompressed counts bytes per stored byte."""
+        return self.counts_bytes / max(self.stored_bytes, 1)
+
+    @property
+    def mb_per_s(self) -> float:
+        """Source MB (10^6 bytes) ingested per second of wall time by this run."""
+        return self.source_bytes / 1e6 / max(self.seconds, 1e-9)
+
+    def lines(self) -> list[str]:
+        """A few human-readable lines describing the store and this run."""
+        y, x = self.frame_shape
+        if self.measured_dose_e_per_px is not None:
+            dose = f"dose {self.measured_dose_e_per_px:.4g} e/px/frame measured"
+            if self.dose_source == "given":
+                dose += f" ({self.dose_e_per_px:.4g} given, recorded)"
+        else:
+            dose = f"dose {self.dose_e_per_px:.4g} e/px/frame ({self.dose_source})"
+        lines = [
+            f"{self.n_frames} frames of {y} x {x} px, {self.dtype}; {dose}",
+            f"stored {self.stored_bytes / 1e6:.3g} MB, {self.compression_ratio:.2f}x smaller than "
+            f"the {self.counts_bytes / 1e6:.3g} MB of {self.dtype} counts",
+        ]
+        if self.already_complete:
+            lines.append("already complete from the same sources: nothing written")
+        else:
+            lines.append(
+                f"{self.frames_written} frames ingested in {self.seconds:.2f} s "
+                f"({self.mb_per_s:.1f} MB/s of source frames)"
+            )
+        return lines
+
+
+_METADATA_FLAGS = {
+    "pixel_size_A": "--pixel-size-A",
+    "frame_rate_hz": "--frame-rate-hz",
+    "dose_e_per_px": "--dose-e-per-px",
+    "detector": "--detector",
+}
+
+
+def _refuse_changed_metadata(out: Path, attrs: dict[str, Any], given: dict[str, Any]) -> None:
+    """A re-run on a complete store: a given metadata value that differs from the store's is an error."""
+    changed: list[tuple[str, Any, Any]] = []
+    for key, value in given.items():
+        if value is None:
+            continue
+        stored = attrs.get(key)
+        if isinstance(value, str):
+            same = stored == value
+        else:
+            same = isinstance(stored, int | float) and math.isclose(float(stored), float(value), rel_tol=1e-9)
+        if not same:
+            changed.append((key, stored, value))
+    if not changed:
+        return
+    what = "; ".join(
+        f"{key} is {stored!r} in the store but {_METADATA_FLAGS[key]} gave {value!r}"
+        for key, stored, value in changed
+    )
+    updates: dict[str, Any] = {key: value for key, _, value in changed}
+    if "dose_e_per_px" in updates:
+        updates["dose_source"] = "given"
+    raise StoreError(
+        f"{out}: already ingested complete from these sources, and a re-run does not change it: {what}; "
+        f"to change it, call lowdose.store.series.update_series_attrs({str(out)!r}, {updates!r}), "
+        f"or ingest into a new --out"
+    )
+
+
+def _stored_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+def _source_bytes_after(sources: Sequence[FrameSource], start: int) -> int:
+    """Uncompressed bytes of the sources' frames from global frame ``start`` on."""
+    total, offset = 0, 0
+    for source in sources:
+        frames = source.n_frames - min(max(start - offset, 0), source.n_frames)
+        total += frames * source.frame_shape[0] * source.frame_shape[1] * source.dtype.itemsize
+        offset += source.n_frames
+    return total
+
+
+def _summary(
+    path: Path,
+    started: float,
+    *,
+    frames_written: int = 0,
+    source_bytes: int = 0,
+    measured: float | None = None,
+    already_complete: bool = False,
+) -> IngestSummary:
+    attrs = series_attrs(path)
+    ds = open_series(path)
+    counts = ds["counts"]
+    return IngestSummary(
+        path=path,
+        n_frames=int(counts.shape[0]),
+        frame_shape=(int(counts.shape[1]), int(counts.shape[2])),
+        dtype=str(counts.dtype),
+        stored_bytes=_stored_bytes(path),
+        dose_e_per_px=float(attrs.get("dose_e_per_px", 0.0)),
+        dose_source=str(attrs.get("dose_source", "unknown")),
+        measured_dose_e_per_px=measured,
+        seconds=time.perf_counter() - started,
+        frames_written=frames_written,
+        source_bytes=source_bytes,
+        already_complete=already_complete,
+    )
+
+
 def ingest(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -316,10 +472,48 @@ def ingest(
     FormatError
         Unreadable, truncated or corrupt input; bad values; mismatched frame shapes.
     StoreError
-        ``out`` exists and holds something else.
+        ``out`` exists and holds something else, or is complete from the same
+        sources but records a different value of a metadata argument given here.
     """
+    return ingest_with_summary(
+        inputs,
+        out,
+        pixel_size_A=pixel_size_A,
+        frame_rate_hz=frame_rate_hz,
+        dose_e_per_px=dose_e_per_px,
+        detector=detector,
+        h5_dataset=h5_dataset,
+        float_policy=float_policy,
+        chunk_frames=chunk_frames,
+        batch_frames=batch_frames,
+        progress=progress,
+    ).path
+
+
+def ingest_with_summary(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    pixel_size_A: float | None = None,
+    frame_rate_hz: float | None = None,
+    dose_e_per_px: float | None = None,
+    detector: str | None = None,
+    h5_dataset: str | None = None,
+    float_policy: FloatPolicy = "refuse",
+    chunk_frames: int | None = None,
+    batch_frames: int | None = None,
+    progress: bool = False,
+) -> IngestSummary:
+    """:func:`ingest`, returning an :class:`IngestSummary` of the store and the run (same arguments)."""
     from tqdm import tqdm
 
+    started = time.perf_counter()
+    given: dict[str, Any] = {
+        "pixel_size_A": pixel_size_A,
+        "frame_rate_hz": frame_rate_hz,
+        "dose_e_per_px": dose_e_per_px,
+        "detector": detector,
+    }
     if float_policy not in ("refuse", "round"):
         raise FormatError(f"float_policy {float_policy!r}: expected 'refuse' or 'round'")
     out_path = Path(out)
@@ -352,7 +546,8 @@ def ingest(
             assert records is not None
             attrs = series_attrs(out_path)
             if attrs.get("ingest_state") == "complete" and _same_sources(attrs.get("sources"), records):
-                return out_path
+                _refuse_changed_metadata(out_path, attrs, given)
+                return _summary(out_path, started, already_complete=True)
             raise StoreError(
                 f"{out_path}: already holds a different series; choose another --out or delete it"
             )
@@ -362,8 +557,9 @@ def ingest(
         state = _partial_state(partial, records) if records is not None else None
         if state == "complete":  # crashed between the completion marker and the rename
             remove_stale_temp_files(partial)
-            partial.rename(out_path)
-            return out_path
+            partial.rename(out_path)  # finishes that run; its content is unchanged
+            _refuse_changed_metadata(out_path, series_attrs(out_path), given)
+            return _summary(out_path, started, already_complete=True)
         resume = state == "in_progress"
         if partial.exists() and not resume:
             shutil.rmtree(partial)
@@ -378,6 +574,9 @@ def ingest(
         batch = -(-batch // chunk) * chunk  # whole chunks per append: no read-modify-write of chunks
 
         if resume:
+            for key in ("pixel_size_A", "frame_rate_hz"):
+                if given[key] is not None and not given[key] > 0:
+                    raise FormatError(f"{sources[0].path}: {key} must be > 0, got {given[key]}")
             start = int(attrs["n_frames"])
             counts_sum = _committed_sum(partial) if start else 0.0
         else:
@@ -428,14 +627,24 @@ def ingest(
         if records is None:  # recorded together with the completion marker
             assert hashing is not None
             final["sources"] = records = hashing.result()
+        if resume:  # metadata given to the run that completes the store is what it records
+            final.update({key: value for key, value in given.items() if value is not None})
+        measured = counts_sum / max(n_total * frame_bytes, 1)
         if dose_e_per_px is None:
-            final["dose_e_per_px"] = counts_sum / max(n_total * frame_bytes, 1)
+            final["dose_e_per_px"] = measured
             final["dose_source"] = "measured mean counts per pixel per frame"
         else:
+            final["dose_e_per_px"] = float(dose_e_per_px)
             final["dose_source"] = "given"
         update_series_attrs(partial, final)
         partial.rename(out_path)
-        return out_path
+        return _summary(
+            out_path,
+            started,
+            frames_written=n_total - start,
+            source_bytes=_source_bytes_after(sources, start),
+            measured=measured,
+        )
     except LowdoseInputError as err:
         if isinstance(err, StorageFullError):
             # keep OUT.partial: its committed frames are valid and the re-run resumes after them

@@ -189,3 +189,105 @@ def test_counts_total_is_exact_at_the_uint16_limit(n: int) -> None:
     rng = np.random.default_rng(n)
     poisson = rng.poisson(0.45, (n, 8, 6)).astype("uint8")
     assert ingest_module.counts_total(poisson) == int(poisson.sum(dtype=np.int64))
+
+
+def _store_bytes(path: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "flag"),
+    [
+        ("pixel_size_A", 0.07, "--pixel-size-A"),
+        ("frame_rate_hz", 50.0, "--frame-rate-hz"),
+        ("dose_e_per_px", 0.5, "--dose-e-per-px"),
+        ("detector", "K3", "--detector"),
+    ],
+)
+def test_rerun_with_other_metadata_is_refused_and_changes_nothing(
+    tmp_path: Path, key: str, value: object, flag: str
+) -> None:
+    write_stack(tmp_path / "a.tif", n=10)
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    before = _store_bytes(out)
+    stored = series_attrs(out)[key]
+    with pytest.raises(StoreError) as info:
+        ingest([tmp_path / "a.tif"], out, **{**META, key: value})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{out}: ")
+    assert f"{key} is {stored!r} in the store but {flag} gave {value!r}" in message
+    assert "update_series_attrs" in message and "new --out" in message
+    assert _store_bytes(out) == before
+    # the update the message names does what the flag meant
+    from lowdose.store.series import update_series_attrs
+
+    update_series_attrs(out, {key: value})
+    assert ingest([tmp_path / "a.tif"], out, **{**META, key: value}) == out
+
+
+def test_rerun_without_metadata_flags_is_a_noop(tmp_path: Path) -> None:
+    write_stack(tmp_path / "a.tif", n=10)
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", detector="K3", dose_e_per_px=0.5, **META)
+    before = _store_bytes(out)
+    summary = ingest_module.ingest_with_summary([tmp_path / "a.tif"], out)
+    assert summary.already_complete and summary.frames_written == 0
+    assert _store_bytes(out) == before
+
+
+def test_crashed_rename_with_other_metadata_finishes_the_rename_then_refuses(tmp_path: Path) -> None:
+    from lowdose.store.series import update_series_attrs
+
+    write_stack(tmp_path / "a.tif", n=10)
+    out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    partial = tmp_path / "s.zarr.partial"
+    out.rename(partial)
+    update_series_attrs(partial, {"ingest_state": "complete"})
+    before = _store_bytes(partial)
+    with pytest.raises(
+        StoreError, match=r"pixel_size_A is 0\.061 in the store but --pixel-size-A gave 0\.07"
+    ):
+        ingest([tmp_path / "a.tif"], out, **{**META, "pixel_size_A": 0.07})
+    assert not partial.exists() and _store_bytes(out) == before
+
+
+def test_resumed_ingest_records_the_metadata_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is not complete until the resumed run ends: that run's flags count."""
+    data = write_stack(tmp_path / "a.tif", n=24)
+    real_append = ingest_module.append_frames
+
+    def interrupt(path: Path, counts: np.ndarray, clean: object = None) -> int:
+        real_append(path, counts)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "append_frames", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", batch_frames=8, chunk_frames=8, **META)
+    monkeypatch.setattr(ingest_module, "append_frames", real_append)
+    given = {"pixel_size_A": 0.07, "frame_rate_hz": 50.0, "dose_e_per_px": 0.5, "detector": "K3"}
+    summary = ingest_module.ingest_with_summary([tmp_path / "a.tif"], tmp_path / "s.zarr", **given)
+    attrs = series_attrs(summary.path)
+    assert {key: attrs[key] for key in given} == given and attrs["dose_source"] == "given"
+    assert summary.frames_written == 16
+    assert summary.measured_dose_e_per_px == pytest.approx(data.mean())
+
+
+def test_summary_of_a_real_ingest_and_of_its_rerun(tmp_path: Path) -> None:
+    data = write_stack(tmp_path / "a.tif", n=50)
+    summary = ingest_module.ingest_with_summary([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
+    files = [f for f in summary.path.rglob("*") if f.is_file()]
+    assert summary.stored_bytes == sum(f.stat().st_size for f in files) > 0
+    assert (summary.n_frames, summary.frame_shape, summary.dtype) == (50, (16, 12), "uint8")
+    assert summary.counts_bytes == data.nbytes
+    assert summary.compression_ratio == pytest.approx(data.nbytes / summary.stored_bytes)
+    assert summary.measured_dose_e_per_px == pytest.approx(data.mean())
+    assert summary.frames_written == 50 and summary.source_bytes == data.nbytes
+    assert summary.seconds > 0 and summary.mb_per_s == pytest.approx(data.nbytes / 1e6 / summary.seconds)
+    text = "\n".join(summary.lines())
+    assert f"50 frames of 16 x 12 px, uint8; dose {data.mean():.4g} e/px/frame measured" in text
+    assert f"{summary.compression_ratio:.2f}x smaller" in text and "MB/s" in text
+    again = ingest_module.ingest_with_summary([tmp_path / "a.tif"], summary.path, **META)
+    assert again.already_complete and again.frames_written == 0
+    assert again.stored_bytes == summary.stored_bytes
+    assert "already complete" in "\n".join(again.lines()) and "MB/s" not in "\n".join(again.lines())
