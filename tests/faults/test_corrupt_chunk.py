@@ -56,6 +56,9 @@ def test_corrupt_frame_chunk_is_named_and_never_denoised(tmp_path: Path, faults)
         model_config={"base_channels": 4, "scales": 2},
     )
     out = tmp_path / "out"
+    # Made beforehand, so the failed run keeps it even when the corrupt chunk fails before any
+    # other chunk is done (a run removes an OUT it created itself while nothing in it is done).
+    out.mkdir()
     config = tmp_path / "run.yaml"
     config.write_text(
         yaml.safe_dump(

@@ -185,3 +185,29 @@ def test_refuses_to_mix_runs_and_separate_stages_agree(tmp_path, client, handle)
     manifest = json.loads((tmp_path / "sep" / "_progress" / "avg2" / "manifest.json").read_text())
     assert manifest["time_average_frames"] == 2
     assert zarr.open_array(str(den_path), path="denoised").dtype == np.float16
+
+
+def _failing_kernel(*args, **kwargs):
+    raise RuntimeError("analysis kernel failed")
+
+
+def test_a_failed_run_removes_the_out_it_created_only_while_nothing_is_done(tmp_path, handle):
+    """On the cluster run_pipeline starts itself: a finished chunk keeps OUT, none removes it."""
+    series = write_series(tmp_path / "s.zarr", n_frames=4, shape=(32, 32), chunk_frames=2)
+    cluster = {"name": "local", "n_workers": 1, "threads_per_worker": 1, "processes": False}
+    # denoise + analyze: a chunk's denoised frames are written and marked done before its analysis fails
+    both = tmp_path / "both"
+    with pytest.raises(RuntimeError, match="analysis kernel failed"):
+        run_pipeline(_config(series, both, cluster=cluster), model=handle, kernel=_failing_kernel)
+    done = Progress(both, "denoise").done_chunks()
+    assert done, "no chunk was denoised before the failure"
+    den = open_denoised(both / "denoised.zarr")["denoised"].values
+    assert np.isfinite(den[2 * min(done)]).all()
+
+    # analyze only: the analysis fails on every chunk, nothing is done, OUT goes again
+    only = tmp_path / "analyze-only"
+    config = _config(series, only, cluster=cluster, stages=["analyze"], denoised=both / "denoised.zarr")
+    with pytest.raises(RuntimeError, match="analysis kernel failed"):
+        run_pipeline(config, kernel=_failing_kernel)
+    assert not only.exists()
+    assert Progress(both, "denoise").done_chunks() == done  # the input it read is untouched

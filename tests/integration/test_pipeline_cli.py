@@ -80,3 +80,51 @@ def test_bad_inputs_are_one_line_errors(inputs, tmp_path):
         app, ["denoise", str(series), "--out", str(tmp_path / "o"), "--cluster", "nope", "--model", "x"]
     )
     assert isinstance(result.exception, LowdoseInputError)
+
+
+def test_a_failed_run_removes_only_the_out_folder_it_created(inputs, scheduler, tmp_path):
+    """Bad input found after OUT was made: the new, empty OUT goes; a folder that was there stays."""
+    from lowdose.errors import LowdoseInputError
+    from lowdose.parallel.outputs import create_denoised_store
+
+    _, series, _ = inputs
+    not_a_store = tmp_path / "not-a-store.zarr"
+    not_a_store.mkdir()
+    (not_a_store / "notes.txt").write_text("not zarr")
+    commands = {
+        "denoise": ["denoise", str(not_a_store)],
+        "analyze": ["analyze", str(not_a_store), "--denoised", str(not_a_store)],
+    }
+    for name, command in commands.items():
+        out = tmp_path / f"new-{name}"
+        result = runner.invoke(app, [*command, "--out", str(out), "--quiet"])
+        assert isinstance(result.exception, LowdoseInputError), result.output
+        assert "not-a-store.zarr" in str(result.exception)
+        assert not out.exists(), f"lowdose {name} left {sorted(out.rglob('*'))}"
+
+    kept = tmp_path / "there-before"
+    kept.mkdir()
+    result = runner.invoke(app, [*commands["denoise"], "--out", str(kept), "--quiet"])
+    assert isinstance(result.exception, LowdoseInputError)
+    assert kept.is_dir() and list(kept.iterdir()) == []
+
+    # Found later, on the cluster: 4 denoised frames for a 6-frame series. The analysis
+    # manifest is in OUT by then, but no chunk is done, so OUT still goes.
+    short = tmp_path / "short.zarr"
+    create_denoised_store(
+        short,
+        n_frames=4,
+        frame_shape=(64, 64),
+        chunk_frames=2,
+        dtype="float32",
+        time_s=np.arange(4) / 40.0,
+        attrs={"model_sha256": "0" * 64, "model_id": "m", "pixel_size_A": 0.1},
+    )
+    out = tmp_path / "new-mismatch"
+    common = ["--scheduler", scheduler, "--quiet", "--no-catalog"]
+    result = runner.invoke(
+        app, ["analyze", str(series), "--denoised", str(short), "--out", str(out), *common]
+    )
+    assert isinstance(result.exception, LowdoseInputError), result.output
+    assert "does not match the series" in str(result.exception)
+    assert not out.exists()

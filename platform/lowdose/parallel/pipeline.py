@@ -276,26 +276,48 @@ def run_pipeline(
         Override the per-frame analysis kernel (default ``analyze_frame``).
     overwrite
         Delete ``config.out`` first instead of resuming.
-    """
-    # Inputs are checked (and the model hashed) before any cluster is started.
-    run = _Run(config, model, kernel, overwrite)
-    if client is None:
-        from lowdose.parallel.cluster import connect, resolve_backend_name
 
-        c = config.cluster
-        resolve_backend_name(c.name, c.scheduler)
-        with connect(
-            c.name,
-            scheduler=c.scheduler,
-            n_workers=c.n_workers,
-            threads_per_worker=c.threads_per_worker,
-            memory_limit=c.memory_limit,
-            processes=c.processes,
-            quiet=not config.progress,
-            options=c.options,
-        ) as started:
-            return run.execute(started)
-    return run.execute(client)
+    A run that fails before any chunk is finished removes ``config.out`` again
+    if it created that folder itself (a folder that was there before is kept).
+    """
+    out = config.location("out")
+    created = not out.exists()
+    run: _Run | None = None
+    try:
+        # Inputs are checked (and the model hashed) before any cluster is started.
+        run = _Run(config, model, kernel, overwrite)
+        if client is None:
+            from lowdose.parallel.cluster import connect, resolve_backend_name
+
+            c = config.cluster
+            resolve_backend_name(c.name, c.scheduler)
+            with connect(
+                c.name,
+                scheduler=c.scheduler,
+                n_workers=c.n_workers,
+                threads_per_worker=c.threads_per_worker,
+                memory_limit=c.memory_limit,
+                processes=c.processes,
+                quiet=not config.progress,
+                options=c.options,
+            ) as started:
+                return run.execute(started)
+        return run.execute(client)
+    except Exception:
+        # Our own cluster is shut down by now; a caller's may still run submitted tasks.
+        settled = client is None or run is None or not run.submitted
+        if created and settled:
+            _remove_if_no_results(out)
+        raise
+
+
+def _remove_if_no_results(out: StorePath) -> None:
+    """Remove ``out`` (created by a run that failed) unless some chunk of it was finished."""
+    try:
+        if out.exists() and not (out / outputs.PROGRESS_NAME).glob("*/chunk-*.done"):
+            out.rmtree()
+    except OSError:
+        pass  # the run's own error is what the user needs to see
 
 
 class _Run:
@@ -311,6 +333,8 @@ class _Run:
         from lowdose.store.series import open_series
 
         self.config, self.kernel = config, kernel
+        self.submitted = False
+        """Whether chunk tasks were handed to the cluster (they may write into OUT)."""
         self.out = config.location("out")
         self.source = config.location("series")
         if overwrite:
@@ -480,6 +504,7 @@ class _Run:
                     kernel=self.kernel,
                 )
             )
+        self.submitted = self.submitted or bool(tasks)
         _run_futures(self.client, tasks, "frame chunks", c.progress)
         chunks_run = len(tasks)
         if analyze:
@@ -539,6 +564,7 @@ class _Run:
                     kernel=self.kernel,
                 )
             )
+        self.submitted = self.submitted or bool(tasks)
         _run_futures(self.client, tasks, f"{n}-frame averages", self.config.progress)
         usable_chunks = [
             chunk
