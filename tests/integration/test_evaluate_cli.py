@@ -93,3 +93,68 @@ def test_unknown_experiment_is_a_one_line_error(tmp_path: Path) -> None:
         "lowdose: error: lowdose evaluate: unknown experiment 'tabel1'; "
         "expected one of ['table1', 'surface', 'likelihood', 'generalization', 'filters']"
     ]
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_column_set(tmp_path_factory.mktemp("set") / "set.zarr", n_structures=4, defoci=1, size=64)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "flags", "named"),
+    [
+        ("table1", ["--option", "bogus=1"], "--option bogus: unknown option"),
+        ("table1", ["--option", "methods=raw,nope"], "methods: unknown ['nope']"),
+        ("table1", ["--option", "dncnn=no/such/artefact"], "no/such/artefact: no such model"),
+        ("surface", ["--option", "methods=model,foo"], "--option methods"),
+        ("likelihood", ["--option", "realisations=0"], "--option realisations: expected >= 1"),
+        ("filters", ["--option", "window_px=2"], "--option window_px: expected at least 8"),
+        ("generalization", ["--option", "test_fraction=2"], "--option test_fraction"),
+        ("table1", ["--model", "no-such-model"], "--model no-such-model: no such model"),
+    ],
+)
+def test_bad_options_and_model_fail_before_a_cluster_starts(
+    small_set: Path, tmp_path: Path, experiment: str, flags: list[str], named: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from lowdose.cli import app
+    from lowdose.errors import LowdoseInputError
+
+    out = tmp_path / "report"
+    args = ["evaluate", experiment, "--data", str(small_set), "--out", str(out), "--n-workers", "1", *flags]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, LowdoseInputError), result.output
+    assert named in str(result.exception)
+    assert "dashboard" not in result.output and "Dask" not in result.output  # no cluster was started
+    assert not out.exists()
+
+
+def test_data_that_is_not_a_simulation_set_fails_before_a_cluster_starts(tmp_path: Path) -> None:
+    not_a_set = tmp_path / "frames.zarr"
+    not_a_set.mkdir()
+    (not_a_set / "readme.txt").write_text("not zarr")
+    proc = _lowdose("evaluate", "table1", "--data", str(not_a_set), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"lowdose: error: {not_a_set}: not a readable zarr store (GroupNotFoundError)"
+    ]
+    assert "dashboard" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_bad_option_returns_within_seconds_without_cluster_output(small_set: Path, tmp_path: Path) -> None:
+    import time
+
+    start = time.perf_counter()
+    proc = _lowdose(
+        "evaluate", "table1", "--data", str(small_set), "--out", str(tmp_path / "r"),
+        "--cluster", "local", "--n-workers", "1", "--option", "cropp=128",
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lowdose: error: lowdose evaluate table1 --option cropp:")
+    assert proc.stdout == ""  # a started cluster prints "Dask local cluster ready; dashboard: ..."
+    # ~1 s here (interpreter + imports); starting the LocalCluster first took ~3.7 s more
+    assert elapsed < 15, f"{elapsed:.1f} s"

@@ -59,14 +59,13 @@ def register(app: typer.Typer) -> None:
         quiet: bool = QuietOption,
     ) -> None:
         """Run an evaluation experiment on a Dask cluster; writes EXPERIMENT.md/.csv/.png into OUT."""
-        from lowdose.errors import StoreError
-        from lowdose.evaluation import experiment_module, run_experiment
+        from lowdose.evaluation import check_inputs, run_experiment
         from lowdose.parallel.cluster import connect, resolve_backend_name
 
-        experiment_module(experiment)  # fail on a bad name before starting a cluster
-        if not data.exists():
-            raise StoreError(f"{data}: no such SimulationSet")
+        # Everything that can be checked without computing is checked before a cluster starts:
+        # the experiment, its --option values, --model, --data and the backend name.
         options = dict(parse_option(text) for text in option)
+        check_inputs(experiment, data, model=model, options=options)
         resolve_backend_name(cluster or "auto", scheduler)
         markdown: Path | None = None
         try:

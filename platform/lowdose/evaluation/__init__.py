@@ -38,9 +38,33 @@ def experiment_module(name: str) -> Any:
             f"lowdose evaluate {name}: the experiment cannot be imported ({err}); "
             "is lowdose installed with its extras (pip install -e '.[dev]')?"
         ) from None
-    if not callable(getattr(module, "run", None)):
-        raise LowdoseInputError(f"lowdose evaluate {name}: module {module.__name__} has no run() function")
+    for function in ("run", "check_options"):
+        if not callable(getattr(module, function, None)):
+            raise LowdoseInputError(
+                f"lowdose evaluate {name}: module {module.__name__} has no {function}() function"
+            )
     return module
+
+
+def check_inputs(
+    name: str, data: Path, *, model: str | None = None, options: dict[str, Any] | None = None
+) -> None:
+    """Check an experiment's inputs without computing anything (the CLI does it before starting a cluster).
+
+    The experiment name, its ``--option`` keys, types and ranges, the model artefact
+    and that ``data`` is a readable SimulationSet.
+
+    Raises
+    ------
+    LowdoseInputError
+        The first problem found, naming the flag or file.
+    """
+    from lowdose.evaluation.inputs import model_card, model_source
+    from lowdose.store.simulation_set import open_simulation_set
+
+    experiment_module(name).check_options(dict(options or {}))
+    model_card(model_source(model))
+    open_simulation_set(Path(data))
 
 
 def run_experiment(

@@ -161,6 +161,15 @@ class Detections:
         )
 
 
+def check_options(
+    experiment: str, options: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The options of ``surface``/``likelihood`` typed and checked (no data read)."""
+    opts = inputs.experiment_options(experiment, options, {**DEFAULTS, **(defaults or {})})
+    methods_from(opts)
+    return opts
+
+
 def run_detections(
     experiment: str,
     data: Path,
@@ -177,7 +186,7 @@ def run_detections(
 
     Path(out).mkdir(parents=True, exist_ok=True)
 
-    opts = inputs.experiment_options(experiment, options, {**DEFAULTS, **(defaults or {})})
+    opts = check_options(experiment, options, defaults)
     methods = methods_from(opts)
     source = inputs.model_source(model)
     card = inputs.model_card(source)  # also names the model's own split

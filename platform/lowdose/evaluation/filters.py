@@ -276,6 +276,15 @@ def _figure(
     return path
 
 
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` typed and checked before any work (see :data:`DEFAULTS`)."""
+    opts = parse_options(NAME, options, DEFAULTS)
+    window_px = int(opts["window_px"])
+    if window_px < 8:
+        raise LowdoseInputError(f"{NAME} --option window_px: expected at least 8, got {window_px}")
+    return opts
+
+
 def run(
     data: Path,
     out: Path,
@@ -314,10 +323,8 @@ def run(
     from lowdose.physics.noise import poisson_noise
     from lowdose.store.simulation_set import open_simulation_set, read_ground_truth
 
-    opts = parse_options(NAME, options, DEFAULTS)
+    opts = check_options(options)
     window_px = int(opts["window_px"])
-    if window_px < 8:
-        raise LowdoseInputError(f"{NAME} --option window_px: expected at least 8, got {window_px}")
     data, out = Path(data), Path(out)
     model_dir = resolve_model(model)
     card = read_card(model_dir)

@@ -218,18 +218,30 @@ def train_and_score(cell: Cell) -> list[dict[str, Any]]:
     return rows
 
 
-def plan(
-    data: Path, out: Path, ds: xr.Dataset, architecture: dict[str, Any], opts: dict[str, Any]
-) -> tuple[list[Cell], list[str]]:
-    """The cells to run and the reasons for any cell skipped (too few structures)."""
-    from lowdose.store.simulation_set import split_by_structure
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` typed and checked before any work (see :data:`DEFAULTS`)."""
+    opts = parse_options(NAME, options, DEFAULTS)
+    _check_factors_and_fraction(opts)
+    return opts
 
+
+def _check_factors_and_fraction(opts: dict[str, Any]) -> None:
     for factor in opts["factors"]:
         if factor not in FACTORS:
             raise LowdoseInputError(f"{NAME} --option factors: unknown factor {factor!r}; expected {FACTORS}")
     fraction = float(opts["test_fraction"])
     if not 0 < fraction < 1:
         raise LowdoseInputError(f"{NAME} --option test_fraction: expected 0 < f < 1, got {fraction}")
+
+
+def plan(
+    data: Path, out: Path, ds: xr.Dataset, architecture: dict[str, Any], opts: dict[str, Any]
+) -> tuple[list[Cell], list[str]]:
+    """The cells to run and the reasons for any cell skipped (too few structures)."""
+    from lowdose.store.simulation_set import split_by_structure
+
+    _check_factors_and_fraction(opts)
+    fraction = float(opts["test_fraction"])
     train_pool, test_pool = split_by_structure(ds, (1 - fraction, fraction), int(opts["split_seed"]))
     if not train_pool.sizes["image"] or not test_pool.sizes["image"]:
         raise LowdoseInputError(
@@ -353,7 +365,7 @@ def run(
     from lowdose.models.artefact import read_card
     from lowdose.store.simulation_set import open_simulation_set
 
-    opts = parse_options(NAME, options, DEFAULTS)
+    opts = check_options(options)
     data, out = Path(data), Path(out)
     architecture = dict(read_card(resolve_model(model))["architecture"])
     ds = open_simulation_set(data)

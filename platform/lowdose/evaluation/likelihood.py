@@ -98,6 +98,13 @@ def letter_values(values: npt.ArrayLike, min_tail: int = 5) -> list[tuple[float,
     return pairs
 
 
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` typed and checked before any work (see :data:`lowdose.evaluation.detections.DEFAULTS`)."""
+    from lowdose.evaluation.detections import check_options as check
+
+    return check(NAME, options)
+
+
 def run(
     data: Path,
     out: Path,

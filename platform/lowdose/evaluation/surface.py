@@ -57,6 +57,13 @@ def summarise(frames: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` typed and checked before any work (see :data:`lowdose.evaluation.detections.DEFAULTS`)."""
+    from lowdose.evaluation.detections import check_options as check
+
+    return check(NAME, options)
+
+
 def run(
     data: Path,
     out: Path,

@@ -239,6 +239,13 @@ def _methods(options: dict[str, Any], model: str) -> tuple[list[tuple[str, str]]
     return chosen, missing
 
 
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` typed and checked before any work: keys, types, ranges, ``methods`` and baseline paths."""
+    opts = inputs.experiment_options(NAME, options, DEFAULTS)
+    _methods(opts, "default")
+    return opts
+
+
 def run(
     data: Path,
     out: Path,
@@ -249,7 +256,7 @@ def run(
     progress: bool,
 ) -> Path:
     """Run (or resume) table1 into ``out``; return the path of ``table1.md``."""
-    opts = inputs.experiment_options(NAME, options, DEFAULTS)
+    opts = check_options(options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = inputs.model_source(model)
