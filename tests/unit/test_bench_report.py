@@ -1,5 +1,7 @@
 import copy
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +160,13 @@ def test_process_peaks_samples_this_process():
         block = bytearray(32 * 2**20)  # 32 MiB held while sampled
         block[::4096] = b"x" * len(block[::4096])
     assert peaks.peaks_mb()["me"] > 32
+
+
+def test_readme_performance_table_is_the_quoted_bench_runs_markdown() -> None:
+    """The README quotes `lowdose bench --markdown` of docs/bench/bench-full.json, verbatim."""
+    root = Path(__file__).resolve().parents[2]
+    report = json.loads((root / "docs" / "bench" / "bench-full.json").read_text())
+    validate_report(report)
+    table = markdown_table(report).strip()
+    assert "2 cores" in table.splitlines()[0]  # says on which machine
+    assert table in (root / "README.md").read_text()
