@@ -102,6 +102,8 @@ def _spec_differences(found: dict[str, Any], spec: SeriesSpec) -> list[str]:
     """``"size_px 256, asked 128"`` for every spec field the store's attributes record differently.
 
     Seed and frame count must be recorded; a field an older store does not record is not compared.
+    The optics must equal this version's; a store without ``focal_nodes`` was rendered with the
+    quasi-coherent temporal envelope (``focal_nodes`` 0).
     """
     differ = []
     for key, want in spec.as_attrs().items():
@@ -111,6 +113,11 @@ def _spec_differences(found: dict[str, Any], spec: SeriesSpec) -> list[str]:
         have = found.get(key)
         if have != want:
             differ.append(f"{key.removeprefix('synthetic_')} {have!r}, asked {want!r}")
+    if "voltage_kV" in found:  # the store records the imaging physics it was rendered with
+        for key, want in Optics().as_attrs().items():
+            have = found.get(key, 0.0 if key == "focal_nodes" else None)  # older: envelope only
+            if have != want:
+                differ.append(f"{key} {have!r}, this version renders with {want!r}")
     return differ
 
 

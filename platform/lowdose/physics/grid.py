@@ -39,6 +39,7 @@ class OpticsConfig(LowdoseConfig):
     focal_spread_nm: Annotated[float, Field(ge=0)] = 4.0
     convergence_mrad: Annotated[float, Field(ge=0)] = 0.2
     vibration_pm: Annotated[float, Field(ge=0)] = 50.0
+    focal_nodes: Annotated[int, Field(ge=0, le=64)] = 7
 
     def to_optics(self) -> Optics:
         """The physics dataclass."""

@@ -40,7 +40,15 @@ class Optics:
     C5_mm
         Fifth-order spherical aberration (mm).
     focal_spread_nm
-        Rms focal spread Δ; temporal envelope ``exp(-(π λ Δ q²)² / 2)``.
+        Rms focal spread Δ (a Gaussian distribution of defocus of that standard deviation).
+    focal_nodes
+        How partial temporal coherence is computed. ``> 0`` (default 7): explicitly, as
+        the paper did — the intensity is averaged over ``focal_nodes`` defoci
+        ``C1 + Δ z_i`` with Gauss–Hermite weights (exact for the Gaussian spread up to
+        the quadrature order). ``0``: the quasi-coherent temporal envelope
+        ``exp(-(π λ Δ q²)² / 2)`` on the wave, which is cheaper but, for thick Pt
+        columns, damps the non-linear interference terms too and turns white columns
+        grey or black (see docs/ARCHITECTURE.md, physics).
     convergence_mrad
         Beam convergence semi-angle θ; spatial envelope
         ``exp(-(π θ / λ)² (C1 λ q + C3 λ³ q³ + C5 λ⁵ q⁵)²)``.
@@ -55,6 +63,7 @@ class Optics:
     focal_spread_nm: float = 4.0
     convergence_mrad: float = 0.2
     vibration_pm: float = 50.0
+    focal_nodes: int = 7
 
     @property
     def wavelength_A(self) -> float:

@@ -62,3 +62,16 @@ def test_store_from_another_spec_is_refused_naming_the_field(tmp_path, change, n
         simulate_series(out, asked, progress=False)
     assert named in str(err.value)
     assert str(out) in str(err.value)
+
+
+def test_store_rendered_with_the_old_temporal_envelope_is_refused(tmp_path):
+    # Stores from before explicit focal averaging record the optics without focal_nodes.
+    from lowdose.physics.optics import Optics
+
+    out = tmp_path / "s.zarr"
+    old_optics = {k: v for k, v in Optics().as_attrs().items() if k != "focal_nodes"}
+    series_store.create_frame_series(
+        out, (SPEC.size_px, SPEC.size_px), attrs={**SPEC.as_attrs(), **old_optics}
+    )
+    with pytest.raises(StoreError, match=r"focal_nodes 0\.0, this version renders with 7\.0"):
+        simulate_series(out, SPEC, progress=False)

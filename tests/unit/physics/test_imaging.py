@@ -1,5 +1,7 @@
 """Imaging kernel checks on one small multislice (coarse grid, thin support)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import fft as sfft
@@ -7,6 +9,7 @@ from skimage.feature import blob_log
 
 from lowdose.physics.imaging import (
     _spatial_frequencies,
+    column_intensities,
     exit_wave,
     image_stack,
     simulate_structure,
@@ -97,8 +100,10 @@ def test_tilt_changes_the_image(sim):
     tilted = StructureParams(particle="PtNp2", support_thickness_nm=3.0, seed=1, tilt_y_deg=3.0)
     other = simulate_structure(tilted, [10.0], gpts=GPTS)
     ref = stack.images[list(DEFOCI).index(10.0)]
-    diff = np.abs(other.images[0] - ref).mean() / ref.mean()
-    assert diff > 0.05
+    # measured against the image's own contrast (its standard deviation), not its mean:
+    # the vacuum level is fixed by the dose whatever the contrast
+    diff = np.abs(other.images[0] - ref).mean() / ref.std()
+    assert diff > 0.5
 
 
 def test_poisson_psnr_matches_paper(sim):
@@ -116,3 +121,38 @@ def test_same_structure_is_byte_identical(sim):
     restack = image_stack(again, model, DEFOCI[:2], Optics())
     assert restack.images.tobytes() == stack.images[:2].tobytes()
     assert restack.columns.equals(stack.columns)
+
+
+def test_focal_average_is_a_gaussian_quadrature_of_the_focal_spread():
+    from lowdose.physics.imaging import focal_average
+
+    offsets, weights = np.array(focal_average(Optics()), dtype=float).T
+    assert len(offsets) == Optics().focal_nodes and np.isclose(weights.sum(), 1.0)
+    assert np.isclose((weights * offsets).sum(), 0.0, atol=1e-12)
+    assert np.isclose(np.sqrt((weights * offsets**2).sum()), Optics().focal_spread_nm)
+    assert focal_average(dataclasses.replace(Optics(), focal_nodes=0)) is None
+    assert focal_average(dataclasses.replace(Optics(), focal_spread_nm=0.0)) is None
+
+
+def test_explicit_focal_averaging_keeps_thick_pt_columns_white_where_the_envelope_does_not():
+    """The paper averaged over focus explicitly; the quasi-coherent envelope darkens thick columns.
+
+    At 10 nm overfocus with C3 = -13 um the paper's images have white columns. The
+    temporal envelope on the wave also damps the interference between diffracted beams,
+    which carry most of a thick column's contrast, and renders columns of >= 5 atoms
+    darker than vacuum (here 19 % of them; 63 % on the in-situ series' larger particle at
+    10 nm); explicit averaging keeps them all brighter.
+    """
+    params = StructureParams(particle="PtNp2", support_thickness_nm=3.0, seed=1)
+    model = build_model(params)
+    wave = exit_wave(model, Optics(), gpts=GPTS)
+    thick = {}
+    for nodes in (7, 0):
+        optics = dataclasses.replace(Optics(), focal_nodes=nodes)
+        stack = image_stack(wave, model, [10.0], optics)
+        pt = stack.columns[(stack.columns.element == "Pt") & (stack.columns.n_atoms >= 5)]
+        values = column_intensities(stack.images[0], pt.x_px.to_numpy(), pt.y_px.to_numpy(), 0.3 / 0.061)
+        thick[nodes] = values
+    assert np.all(thick[7] > 0.45)  # every column of >= 5 atoms white
+    assert np.mean(thick[0] > 0.45) < 0.9  # some of them grey or black
+    assert thick[7].mean() - thick[0].mean() > 0.05  # measured 0.554 vs 0.474 counts
