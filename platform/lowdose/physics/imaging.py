@@ -10,8 +10,8 @@ quasi-coherent spatial (convergence) envelope of
 the paper did, by explicit averaging: the intensity is averaged over a Gauss–Hermite
 set of defoci spread by ``focal_spread_nm`` (``focal_nodes = 0`` selects the cheaper
 quasi-coherent temporal envelope on the wave instead, which misrenders thick columns).
-The intensity is damped by the image-spread envelope, Fourier-resampled to the experimental pixel size and
-scaled so that the vacuum mean equals the dose.
+The intensity is damped by the image-spread envelope, Fourier-resampled to the
+experimental pixel size and scaled so that the vacuum mean equals the dose.
 
 abTEM runs eagerly on numpy (``dask.lazy = False`` in ``abtem.config``); this
 module never imports dask or torch.
@@ -177,8 +177,9 @@ class _TransferTerms:
         self.chi_per_c1 = 2 * np.pi / lam * 0.5 * alpha**2
         self.chi_fixed = 2 * np.pi / lam * (0.25 * c3 * alpha**4 + c5 * alpha**6 / 6.0)
         self.gradient_fixed = c3 * alpha**3 + c5 * alpha**5
-        delta = 10.0 * optics.focal_spread_nm if temporal_envelope else 0.0
-        self.temporal = np.exp(-0.5 * (np.pi * lam * delta * q**2) ** 2)
+        delta = 10.0 * optics.focal_spread_nm
+        # None: temporal coherence is averaged explicitly over defocus by the caller
+        self.temporal = np.exp(-0.5 * (np.pi * lam * delta * q**2) ** 2) if temporal_envelope else None
         theta = 1e-3 * optics.convergence_mrad
         self.spatial_scale = (np.pi * theta / lam) ** 2
 
@@ -191,7 +192,8 @@ class _TransferTerms:
         gradient *= gradient
         gradient *= -self.spatial_scale
         envelope = np.exp(gradient, out=gradient)
-        envelope *= self.temporal
+        if self.temporal is not None:
+            envelope *= self.temporal
         out = np.empty(chi.shape, dtype=np.complex64)
         out.real = np.cos(chi) * envelope
         out.imag = -np.sin(chi) * envelope

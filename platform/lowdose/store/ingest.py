@@ -256,6 +256,14 @@ def _scan_max(
     return high
 
 
+_METADATA_FLAGS = {
+    "pixel_size_A": "--pixel-size-A",
+    "frame_rate_hz": "--frame-rate-hz",
+    "dose_e_per_px": "--dose-e-per-px",
+    "detector": "--detector",
+}
+
+
 def _metadata(sources: Sequence[FrameSource], overrides: dict[str, float | None]) -> dict[str, float]:
     merged: dict[str, float] = {}
     for key in ("pixel_size_A", "frame_rate_hz", "exposure_s"):
@@ -264,13 +272,24 @@ def _metadata(sources: Sequence[FrameSource], overrides: dict[str, float | None]
             value = next((s.metadata[key] for s in sources if key in s.metadata), None)
         if value is not None:
             merged[key] = float(value)
-    missing = {"pixel_size_A": "--pixel-size-A", "frame_rate_hz": "--frame-rate-hz"}
-    for key, flag in missing.items():
+    for key in _REQUIRED_POSITIVE:
         if key not in merged:
-            raise FormatError(f"{sources[0].path}: the file does not record {key}; pass {flag}")
-        if not merged[key] > 0:
-            raise FormatError(f"{sources[0].path}: {key} must be > 0, got {merged[key]}")
+            raise FormatError(
+                f"{sources[0].path}: the file does not record {key}; pass {_METADATA_FLAGS[key]}"
+            )
+    _require_positive(sources, merged)
     return merged
+
+
+_REQUIRED_POSITIVE = ("pixel_size_A", "frame_rate_hz")
+
+
+def _require_positive(sources: Sequence[FrameSource], values: dict[str, Any]) -> None:
+    """Pixel size and frame rate, where given, must be > 0."""
+    for key in _REQUIRED_POSITIVE:
+        value = values.get(key)
+        if value is not None and not value > 0:
+            raise FormatError(f"{sources[0].path}: {key} must be > 0, got {value}")
 
 
 def _committed_sum(path: Path) -> float:
@@ -339,14 +358,6 @@ class IngestSummary:
                 f"({self.mb_per_s:.1f} MB/s of source frames)"
             )
         return lines
-
-
-_METADATA_FLAGS = {
-    "pixel_size_A": "--pixel-size-A",
-    "frame_rate_hz": "--frame-rate-hz",
-    "dose_e_per_px": "--dose-e-per-px",
-    "detector": "--detector",
-}
 
 
 def _refuse_changed_metadata(out: Path, attrs: dict[str, Any], given: dict[str, Any]) -> None:
@@ -574,9 +585,7 @@ def ingest_with_summary(
         batch = -(-batch // chunk) * chunk  # whole chunks per append: no read-modify-write of chunks
 
         if resume:
-            for key in ("pixel_size_A", "frame_rate_hz"):
-                if given[key] is not None and not given[key] > 0:
-                    raise FormatError(f"{sources[0].path}: {key} must be > 0, got {given[key]}")
+            _require_positive(sources, given)
             start = int(attrs["n_frames"])
             counts_sum = _committed_sum(partial) if start else 0.0
         else:

@@ -18,14 +18,13 @@ Imports numpy and the format libraries (lazily); never dask directly, never torc
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import mmap
 import os
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,9 +376,9 @@ def _read_ahead(mapped: mmap.mmap, fd: int, next_offset: int, length: int) -> No
     whole batch (and the next one) requested up front the disk streams while the
     previous batch is compressed. Advice only: ignored where unsupported.
     """
-    with contextlib.suppress(AttributeError, OSError, ValueError):
+    with suppress(AttributeError, OSError, ValueError):
         mapped.madvise(mmap.MADV_WILLNEED)
-    with contextlib.suppress(AttributeError, OSError):
+    with suppress(AttributeError, OSError):
         os.posix_fadvise(fd, next_offset, length, os.POSIX_FADV_WILLNEED)
 
 
