@@ -75,6 +75,21 @@ def test_run_writes_denoised_and_tables(tmp_path, client, handle):
     assert len(catalog.open("out.frames")) == 10
 
 
+def test_a_tta_run_is_the_eager_self_ensemble_and_a_rerun_with_another_tta_is_refused(
+    tmp_path, client, handle
+):
+    series = write_series(tmp_path / "s.zarr", n_frames=6, shape=(40, 48), chunk_frames=3)
+    run_pipeline(_config(series, tmp_path / "out", stages=["denoise"], tta=4), client, model=handle)
+    den = open_denoised(tmp_path / "out" / "denoised.zarr")
+    assert den.attrs["tta"] == 4
+    counts = open_series(series)["counts"].values
+    np.testing.assert_array_equal(den["denoised"].values, denoise_frames(counts, handle, device="cpu", tta=4))
+    with pytest.raises(LowdoseInputError, match="tta differ"):
+        run_pipeline(_config(series, tmp_path / "out", stages=["denoise"]), client, model=handle)
+    with pytest.raises(ValueError, match="tta"):
+        _config(series, tmp_path / "other", tta=3)
+
+
 def test_series_and_outputs_at_an_fsspec_url_match_the_local_run(tmp_path, client, handle):
     """Series in and outputs out through fsspec (the in-memory filesystem, shared by the threads)."""
     import uuid

@@ -80,6 +80,9 @@ def test_bad_inputs_are_one_line_errors(inputs, tmp_path):
         app, ["denoise", str(series), "--out", str(tmp_path / "o"), "--cluster", "nope", "--model", "x"]
     )
     assert isinstance(result.exception, LowdoseInputError)
+    result = runner.invoke(app, ["denoise", str(series), "--out", str(tmp_path / "o"), "--tta", "3"])
+    assert isinstance(result.exception, LowdoseInputError) and "'tta'" in str(result.exception)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_failed_run_removes_only_the_out_folder_it_created(inputs, scheduler, tmp_path):

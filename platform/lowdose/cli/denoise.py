@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         tile_px: int = typer.Option(1024, "--tile-px", help="Frames larger than this are tiled."),
         batch_frames: int = typer.Option(4, "--batch-frames", help="Frames per forward pass."),
+        tta: int = typer.Option(
+            1, "--tta", help="Average the denoiser over 1, 2, 4 or 8 flips/transposes of each frame."
+        ),
         out_dtype: str = typer.Option("float32", "--dtype", help="float32 or float16."),
         cluster: str | None = ClusterOption,
         scheduler: str | None = SchedulerOption,
@@ -53,6 +56,7 @@ def register(app: typer.Typer) -> None:
             "device": device,
             "tile_px": tile_px,
             "batch_frames": batch_frames,
+            "tta": tta,
             "out_dtype": out_dtype,
             "cluster": merge_cluster(
                 {}, cluster_overrides(cluster, scheduler, n_workers, threads_per_worker, gpus, option)

@@ -109,6 +109,10 @@ class PipelineConfig(LowdoseConfig):
         default=None, ge=0, description="Tile overlap (default: the model's receptive-field radius)."
     )
     batch_frames: int = Field(default=DEFAULT_BATCH_FRAMES, ge=1, description="Frames per forward pass.")
+    tta: Literal[1, 2, 4, 8] = Field(
+        default=1,
+        description="Self-ensemble: average the denoiser over this many flips/transposes of each frame.",
+    )
     chunk_frames: int | None = Field(
         default=None, ge=1, description="Frames per task (default: store chunks)."
     )
@@ -382,6 +386,8 @@ class _Run:
             "overlap_px": c.overlap_px,
             "batch_frames": c.batch_frames,
             "out_dtype": c.out_dtype,
+            # only when used: a run without it keeps the manifest of runs made before the option
+            **({"tta": c.tta} if c.tta != 1 else {}),
         }
 
     def _denoised_path(self) -> StorePath:
@@ -413,6 +419,7 @@ class _Run:
             device=c.device,
             amp=c.amp,
             out_dtype=c.out_dtype,
+            tta=c.tta,
         )
 
     def _prepare_denoise(self) -> set[int]:
@@ -423,7 +430,7 @@ class _Run:
             attrs = {k: v for k, v in self.series.attrs.items() if not k.startswith("lowdose_")}
             for key in ("n_frames", "ingest_state", "compression", "chunk_frames"):
                 attrs.pop(key, None)
-            attrs.update(model_id=self.handle.model_id, model_sha256=self.handle.sha256)
+            attrs.update(model_id=self.handle.model_id, model_sha256=self.handle.sha256, tta=self.config.tta)
             attrs["source_series"] = self.source.resolved()
             outputs.create_denoised_store(
                 self.out / outputs.DENOISED_NAME,

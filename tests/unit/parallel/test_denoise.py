@@ -148,3 +148,33 @@ def test_a_cuda_device_without_cuda_is_one_named_error(model, frames):
         denoise_frames(frames[:1], model, device="cuda:1")
     # auto still falls back to the CPU
     assert denoise_frames(frames[:1], model, device="auto").shape == frames[:1].shape
+
+
+def test_tta_averages_the_symmetries_and_is_equivariant(model, frames):
+    handle = tiny_handle(model)
+    single = denoise_frames(frames, handle, device="cpu")
+    by_hand = np.mean(
+        [
+            single,
+            denoise_frames(frames.transpose(0, 2, 1), handle, device="cpu").transpose(0, 2, 1),
+        ],
+        axis=0,
+    )
+    two = denoise_frames(frames, handle, device="cpu", tta=2)
+    np.testing.assert_allclose(two, by_hand, rtol=0, atol=1e-6)
+    assert np.abs(two - single).max() > 1e-3  # the random net is not symmetric: averaging changes it
+    # Averaged over all eight, the output turns with the input (a 90° rotation, and a mirror),
+    # including when the rectangular frames are tiled.
+    eight = denoise_frames(frames, handle, device="cpu", tta=8, tile_px=40)
+    rotated = denoise_frames(np.rot90(frames, 1, axes=(1, 2)), handle, device="cpu", tta=8, tile_px=40)
+    np.testing.assert_allclose(rotated, np.rot90(eight, 1, axes=(1, 2)), rtol=0, atol=1e-5)
+    mirrored = denoise_frames(frames[:, :, ::-1], handle, device="cpu", tta=8)
+    np.testing.assert_allclose(mirrored, eight[:, :, ::-1], rtol=0, atol=1e-5)
+    lazy = denoise_array(da.from_array(frames, chunks=(2, 70, 93)), handle, device="cpu", tta=8, tile_px=40)
+    assert_eq(lazy, eight, check_graph=False)
+
+
+@pytest.mark.parametrize("bad", [0, 3, 16])
+def test_tta_outside_its_choices_is_refused(model, frames, bad):
+    with pytest.raises(LowdoseInputError, match="tta must be one of 1, 2, 4, 8"):
+        denoise_frames(frames, tiny_handle(model), device="cpu", tta=bad)
