@@ -392,6 +392,54 @@ def _load_backend(name: str) -> Backend:
     return backend
 
 
+class InputErrorLogFilter:
+    """Drops the worker's "Compute Failed" log record of a task that raised a lowdose input error.
+
+    Such an error (a corrupt chunk, a bad file, a wrong option) reaches the client, which
+    reports it in one line; the worker's record before it repeats the message with a
+    traceback into dask. Failures of any other kind are still logged.
+    """
+
+    def filter(self, record: Any) -> bool:
+        """Whether to keep ``record`` (a :class:`logging.LogRecord`)."""
+        from lowdose import errors
+
+        if not str(record.msg).startswith("Compute Failed") or not isinstance(record.args, tuple):
+            return True
+        text = str(record.args[3]) if len(record.args) > 3 else ""
+        names = {cls.__name__ for cls in _subclasses(errors.LowdoseInputError)}
+        return not any(text.lstrip("\"'").startswith(name + "(") for name in names)
+
+
+def _subclasses(cls: type) -> list[type]:
+    found: list[type] = [cls]
+    sub: type
+    for sub in cls.__subclasses__():
+        found.extend(_subclasses(sub))
+    return found
+
+
+def quiet_input_errors() -> None:
+    """Install :class:`InputErrorLogFilter` on this process's ``distributed.worker`` logger (once)."""
+    import logging
+
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, InputErrorLogFilter) for f in logger.filters):
+        logger.addFilter(InputErrorLogFilter())
+
+
+def _quiet_input_errors_plugin() -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietInputErrors(WorkerPlugin):
+        name = "lowdose-quiet-input-errors"
+
+        def setup(self, worker: Any) -> None:
+            quiet_input_errors()
+
+    return QuietInputErrors()
+
+
 @contextlib.contextmanager
 def connect(
     cluster: str = "auto",
@@ -457,6 +505,8 @@ def connect(
     try:
         client = Client(started)
         try:
+            # workers lowdose started: an input error is reported once, by the client
+            client.register_plugin(_quiet_input_errors_plugin())
             if not quiet:
                 print(f"Dask {name} cluster ready; dashboard: {client.dashboard_link}")
             yield client

@@ -154,3 +154,29 @@ def test_options_may_use_names_of_connect_arguments():
         cluster.BACKENDS.pop("toy-jq")
         cluster.BACKEND_OPTIONS.pop("toy-jq")
     assert seen[0].processes is True and seen[0].extra == {"processes": 4, "cores": 4}
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def test_workers_do_not_log_input_errors_the_client_reports_but_log_other_failures():
+    import logging
+
+    from lowdose.errors import StoreError
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributed.worker")
+    logger.addHandler(handler)
+    try:
+        with connect("local", n_workers=1, threads_per_worker=1, processes=False, quiet=True) as client:
+            with pytest.raises(StoreError, match="corrupt chunk"):
+                client.submit(_raise, StoreError("s.zarr: corrupt chunk counts/c/1/0/0"), pure=False).result()
+            with pytest.raises(ZeroDivisionError):
+                client.submit(_raise, ZeroDivisionError("a bug"), pure=False).result()
+    finally:
+        logger.removeHandler(handler)
+    failed = [r.getMessage() for r in records if str(r.msg).startswith("Compute Failed")]
+    assert len(failed) == 1 and "ZeroDivisionError" in failed[0]
