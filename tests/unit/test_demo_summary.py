@@ -32,3 +32,27 @@ def test_rerun_prints_reused_not_nan() -> None:
     assert "simulation           reused the series" in text
     assert "pipeline throughput  reused the run" in text
     assert "nan" not in text and "0.3 s" not in text
+
+
+def test_summary_says_the_self_ensemble_size() -> None:
+    assert "frames/s (denoise with tta 8 + analyse)" in "\n".join(_summary(tta=8).lines())
+
+
+def test_a_work_folder_denoised_with_another_tta_is_refused_before_any_work(tmp_path: Path) -> None:
+    import pytest
+
+    from lowdose.demo import _check_earlier_tta, run_demo
+    from lowdose.errors import LowdoseInputError
+    from lowdose.parallel.outputs import Progress
+
+    with pytest.raises(LowdoseInputError, match="tta must be one of"):
+        run_demo(tmp_path / "never", tta=3)
+    assert not (tmp_path / "never").exists()
+    run = tmp_path / "w" / "run"
+    _check_earlier_tta(tmp_path / "w", run, 8)  # nothing there yet: fine
+    progress = Progress(run, "denoise")
+    progress.folder.mkdir()
+    progress.commit_manifest({"model_id": "m"})  # a run from before the option: tta 1
+    _check_earlier_tta(tmp_path / "w", run, 1)
+    with pytest.raises(LowdoseInputError, match="denoised with tta 1; run the demo with --tta 1"):
+        _check_earlier_tta(tmp_path / "w", run, 8)

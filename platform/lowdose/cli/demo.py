@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lowdose.demo import DEMO_FRAMES
+from lowdose.demo import DEMO_FRAMES, DEMO_TTA
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(
             None, "--workers", "--n-workers", min=1, help="Dask workers (default: auto)."
         ),
+        tta: int = typer.Option(
+            DEMO_TTA, "--tta", help="Average the denoiser over 1, 2, 4 or 8 flips/transposes of each frame."
+        ),
     ) -> None:
         """Simulate a synthetic in-situ series, denoise and analyse it on Dask, catalog it, serve it.
 
@@ -28,7 +31,7 @@ def register(app: typer.Typer) -> None:
         """
         from lowdose.demo import run_demo
 
-        summary = run_demo(workdir, n_frames=frames, n_workers=workers)
+        summary = run_demo(workdir, n_frames=frames, n_workers=workers, tta=tta)
         if serve:
             from lowdose.dashboard.serve import serve_dashboard
 

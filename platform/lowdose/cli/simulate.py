@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
     def simulate_command(
         config_path: Path | None = typer.Argument(None, help="Grid config YAML (kind 'simulate')."),
         out: Path = typer.Option(..., "--out", help="Output SimulationSet store (PATH.zarr)."),
-        preset: str | None = typer.Option(None, "--preset", help="Shipped grid: tiny, small or paper-grid."),
+        preset: str | None = typer.Option(
+            None, "--preset", help="Shipped grid: tiny, small, medium or paper-grid."
+        ),
         scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running scheduler."),
         workers: int | None = typer.Option(
             None, "--workers", "--n-workers", help="LocalCluster worker processes."

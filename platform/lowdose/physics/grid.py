@@ -26,7 +26,7 @@ from lowdose.physics.defects import DEFECT_CLASSES
 from lowdose.physics.optics import Optics
 from lowdose.physics.structures import PARTICLE_CLASSES, SUPPORT_SURFACES, StructureParams
 
-PRESETS = ("tiny", "small", "paper-grid")
+PRESETS = ("tiny", "small", "medium", "paper-grid")
 """Grid presets shipped in ``lowdose/presets/<name>.yaml``."""
 
 

@@ -24,6 +24,7 @@ SEARCHABLE_ATTRS = (
     "pixel_size_A",
     "model_id",
     "model_sha256",
+    "tta",
     "detector",
     "source",
     "created",

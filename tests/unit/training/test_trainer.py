@@ -93,8 +93,9 @@ def test_config_kind_and_strictness(tmp_path: Path) -> None:
         load_config(TrainingConfig, path)
 
 
-def test_shipped_default_config_validates() -> None:
-    preset = Path(__file__).parents[3] / "platform" / "lowdose" / "presets" / "train-default.yaml"
+@pytest.mark.parametrize("name", ["train-default", "train-default-v2", "train-default-v1"])
+def test_shipped_default_configs_validate(name: str) -> None:
+    preset = Path(__file__).parents[3] / "platform" / "lowdose" / "presets" / f"{name}.yaml"
     config = load_config(TrainingConfig, preset)
     assert config.model == "compact" and config.dose_e_per_px == 0.45
 
