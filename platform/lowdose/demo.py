@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 DEMO_FRAMES = 240
 DEMO_SIZE_PX = 512
@@ -94,19 +94,19 @@ def run_demo(
     series = workdir / "series.zarr"
     out = workdir / "run"
     catalog = workdir / "catalog.yaml"
+    _check_earlier_tta(workdir, out, tta)
 
     print(f"[1/5] synthetic in-situ series → {series}")
     start = time.perf_counter()
     simulated = simulate_series(series, SeriesSpec(n_frames=n_frames, size_px=size_px), progress=progress)
     simulate_s = time.perf_counter() - start
 
-    _check_earlier_tta(workdir, out, tta)
     print("[2/5] denoise + column/likelihood analysis on a Dask LocalCluster")
     config = PipelineConfig(
         series=series,
         out=out,
         model="default",
-        tta=tta,
+        tta=cast(Literal[1, 2, 4, 8], tta),  # checked above
         catalog=catalog,
         progress=progress,
         cluster=ClusterConfig(n_workers=n_workers),
