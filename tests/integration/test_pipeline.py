@@ -90,6 +90,34 @@ def test_a_tta_run_is_the_eager_self_ensemble_and_a_rerun_with_another_tta_is_re
         _config(series, tmp_path / "other", tta=3)
 
 
+def test_an_analysis_is_not_resumed_on_frames_denoised_with_another_tta(tmp_path, client, handle):
+    series = write_series(tmp_path / "s.zarr", n_frames=6, shape=(40, 48), chunk_frames=3, with_truth=True)
+    for name, tta in (("one", 1), ("four", 4)):
+        run_pipeline(_config(series, tmp_path / name, stages=["denoise"], tta=tta), client, model=handle)
+    ana = tmp_path / "ana"
+    first = run_pipeline(
+        _config(series, ana, stages=["analyze"], denoised=tmp_path / "four" / "denoised.zarr"),
+        client,
+        kernel=toy_analyze_frame,
+    )
+    assert first.chunks_run == 2
+    assert Progress(ana, "analyze").manifest()["denoised"] == f"{handle.sha256}+tta4"
+    # same model, other denoising: the analysis made from the tta-4 frames is not reused for them
+    with pytest.raises(LowdoseInputError, match="denoised differ"):
+        run_pipeline(
+            _config(series, ana, stages=["analyze"], denoised=tmp_path / "one" / "denoised.zarr"),
+            client,
+            kernel=toy_analyze_frame,
+        )
+    # an analysis of single-pass frames keeps the manifest of runs made before the option
+    run_pipeline(
+        _config(series, tmp_path / "ana1", stages=["analyze"], denoised=tmp_path / "one" / "denoised.zarr"),
+        client,
+        kernel=toy_analyze_frame,
+    )
+    assert Progress(tmp_path / "ana1", "analyze").manifest()["denoised"] == handle.sha256
+
+
 def test_series_and_outputs_at_an_fsspec_url_match_the_local_run(tmp_path, client, handle):
     """Series in and outputs out through fsspec (the in-memory filesystem, shared by the threads)."""
     import uuid

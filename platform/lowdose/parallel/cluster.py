@@ -397,18 +397,42 @@ class InputErrorLogFilter:
 
     Such an error (a corrupt chunk, a bad file, a wrong option) reaches the client, which
     reports it in one line; the worker's record before it repeats the message with a
-    traceback into dask. Failures of any other kind are still logged.
+    traceback into dask. The record carries only text (the exception's repr and the
+    traceback), so an error counts as lowdose's when its class name is one of
+    :class:`lowdose.errors.LowdoseInputError` and its subclasses *and* it was raised in
+    lowdose's own code (the traceback's last frame is in the package): another library's
+    ``FormatError`` or ``ConfigError`` is still logged, as are failures of any other kind.
     """
 
     def filter(self, record: Any) -> bool:
         """Whether to keep ``record`` (a :class:`logging.LogRecord`)."""
         from lowdose import errors
 
-        if not str(record.msg).startswith("Compute Failed") or not isinstance(record.args, tuple):
+        args = record.args
+        if not str(record.msg).startswith("Compute Failed") or not isinstance(args, tuple) or len(args) < 5:
             return True
-        text = str(record.args[3]) if len(record.args) > 3 else ""
+        text = str(args[3]).lstrip("\"'")
         names = {cls.__name__ for cls in _subclasses(errors.LowdoseInputError)}
-        return not any(text.lstrip("\"'").startswith(name + "(") for name in names)
+        if not any(text.startswith(name + "(") for name in names):
+            return True
+        return not _raised_in_lowdose(str(args[4]))
+
+
+def _raised_in_lowdose(traceback_text: str) -> bool:
+    """Whether the last frame of a formatted traceback is a file of the lowdose package."""
+    import re
+    from pathlib import Path
+
+    import lowdose
+
+    files = re.findall(r'File "([^"]+)"', traceback_text)
+    if not files:
+        return False
+    package = Path(lowdose.__file__).resolve().parent
+    try:
+        return Path(files[-1]).resolve().is_relative_to(package)
+    except OSError:
+        return False
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -395,8 +395,19 @@ class _Run:
             return self.out / outputs.DENOISED_NAME
         return self.config.location("denoised")
 
-    def _denoised_sha(self) -> str:
-        return str(outputs.open_denoised(self._denoised_path()).attrs["model_sha256"])
+    def _denoised_identity(self) -> str:
+        """What made the denoised frames the analysis reads: the model's sha256, and ``+ttaN`` when N ≠ 1.
+
+        The analysis manifests record it, so an interrupted analysis is not resumed on frames
+        denoised another way (a run without tta keeps the manifest of runs made before the option).
+        """
+        tta: int
+        if self.handle is not None:
+            sha, tta = self.handle.sha256, self.config.tta
+        else:
+            attrs = outputs.open_denoised(self._denoised_path()).attrs
+            sha, tta = str(attrs["model_sha256"]), int(attrs.get("tta", 1))
+        return sha if tta == 1 else f"{sha}+tta{tta}"
 
     def _denoised_source(self) -> Any:
         """The denoised frames as a dask array aligned with ``self.counts``."""
@@ -472,9 +483,9 @@ class _Run:
         t0 = time.perf_counter()
         denoise, analyze = "denoise" in c.stages, "analyze" in c.stages
         denoise_done = self._prepare_denoise() if denoise else set(range(len(self.starts)))
-        model_sha = self.handle.sha256 if self.handle else self._denoised_sha()
+        denoised_by = self._denoised_identity()
         analyze_done = (
-            self._prepare_analysis("analyze", model_sha) if analyze else set(range(len(self.starts)))
+            self._prepare_analysis("analyze", denoised_by) if analyze else set(range(len(self.starts)))
         )
         denoised = self._denoised_source()
         written_blocks = None
@@ -517,7 +528,7 @@ class _Run:
         if analyze:
             self._consolidate(None, list(range(len(self.starts))), rewrite=bool(tasks))
         if analyze and c.time_average_frames:
-            self._time_average(model_sha)
+            self._time_average(denoised_by)
         elapsed = time.perf_counter() - t0
         produced: dict[str, Path | str] = {}
         if denoise:
@@ -538,13 +549,13 @@ class _Run:
             _register(c, result)
         return result
 
-    def _time_average(self, model_sha: str) -> None:
+    def _time_average(self, denoised_by: str) -> None:
         import dask
 
         n = self.config.time_average_frames
         assert n is not None
         stage = f"avg{n}"
-        done = self._prepare_analysis(stage, model_sha)
+        done = self._prepare_analysis(stage, denoised_by)
         config = config_for_sums(self.analysis, n)
         den = outputs.open_denoised(self._denoised_path())["denoised"].data.rechunk(self.counts.chunks)
         count_blocks, den_blocks = self.counts.to_delayed().ravel(), den.to_delayed().ravel()

@@ -160,8 +160,15 @@ def _raise(error: Exception) -> None:
     raise error
 
 
-def test_workers_do_not_log_input_errors_the_client_reports_but_log_other_failures():
+def _open_missing_series(path: str) -> None:
+    from lowdose.store.series import open_series
+
+    open_series(path)  # raises lowdose's StoreError from lowdose's own code
+
+
+def test_workers_do_not_log_input_errors_the_client_reports_but_log_other_failures(tmp_path):
     import logging
+    import mailbox
 
     from lowdose.errors import StoreError
 
@@ -172,11 +179,16 @@ def test_workers_do_not_log_input_errors_the_client_reports_but_log_other_failur
     logger.addHandler(handler)
     try:
         with connect("local", n_workers=1, threads_per_worker=1, processes=False, quiet=True) as client:
-            with pytest.raises(StoreError, match="corrupt chunk"):
-                client.submit(_raise, StoreError("s.zarr: corrupt chunk counts/c/1/0/0"), pure=False).result()
+            with pytest.raises(StoreError, match="no zarr store here"):
+                client.submit(_open_missing_series, str(tmp_path / "missing.zarr"), pure=False).result()
             with pytest.raises(ZeroDivisionError):
                 client.submit(_raise, ZeroDivisionError("a bug"), pure=False).result()
+            # another library's error of the same name as a lowdose one, raised outside lowdose
+            with pytest.raises(mailbox.FormatError):
+                client.submit(_raise, mailbox.FormatError("not lowdose's"), pure=False).result()
     finally:
         logger.removeHandler(handler)
     failed = [r.getMessage() for r in records if str(r.msg).startswith("Compute Failed")]
-    assert len(failed) == 1 and "ZeroDivisionError" in failed[0]
+    assert len(failed) == 2
+    assert "ZeroDivisionError" in failed[0]
+    assert "FormatError(" in failed[1] and "not lowdose" in failed[1]
