@@ -461,6 +461,14 @@ def _quiet_input_errors_plugin() -> Any:
         def setup(self, worker: Any) -> None:
             quiet_input_errors()
 
+        def teardown(self, worker: Any) -> None:
+            # in-process workers share the caller's logger: leave it as it was found
+            import logging
+
+            logger = logging.getLogger("distributed.worker")
+            for found in [f for f in logger.filters if isinstance(f, InputErrorLogFilter)]:
+                logger.removeFilter(found)
+
     return QuietInputErrors()
 
 

@@ -190,5 +190,7 @@ def test_workers_do_not_log_input_errors_the_client_reports_but_log_other_failur
         logger.removeHandler(handler)
     failed = [r.getMessage() for r in records if str(r.msg).startswith("Compute Failed")]
     assert len(failed) == 2
+    # the in-process workers are gone: the caller's logger no longer filters anything
+    assert not [f for f in logger.filters if isinstance(f, cluster.InputErrorLogFilter)]
     assert "ZeroDivisionError" in failed[0]
     assert "FormatError(" in failed[1] and "not lowdose" in failed[1]
