@@ -149,13 +149,10 @@ def run_demo(
 def _check_earlier_tta(workdir: Path, out: Path, tta: int) -> None:
     """Refuse, before the cluster starts, to resume a run denoised with another ``tta``."""
     from lowdose.errors import LowdoseInputError
-    from lowdose.parallel.outputs import Progress
+    from lowdose.parallel.pipeline import earlier_tta
 
-    manifest = Progress(out, "denoise").manifest()
-    if manifest is None:
-        return
-    earlier = int(manifest.get("tta", 1))
-    if earlier != tta:
+    earlier = earlier_tta(out)
+    if earlier is not None and earlier != tta:
         raise LowdoseInputError(
             f"{workdir}: its run was denoised with tta {earlier}; run the demo with --tta {earlier} "
             "or give another --workdir"

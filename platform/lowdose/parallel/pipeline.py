@@ -243,6 +243,16 @@ def read_ground_truth(series: str | Path | StorePath) -> pd.DataFrame | None:
     return table
 
 
+def earlier_tta(out: str | Path | StorePath) -> int | None:
+    """The ``tta`` a run in ``out`` denoised with, or ``None`` when ``out`` holds no denoise stage.
+
+    Lets a caller refuse a mismatched resume before it starts a cluster (the denoise
+    manifest records ``tta`` only when it is not 1).
+    """
+    manifest = outputs.Progress(out, "denoise").manifest()
+    return None if manifest is None else int(manifest.get("tta", 1))
+
+
 def _run_futures(client: Client, tasks: list[Any], label: str, progress: bool) -> list[dict[str, Any]]:
     from distributed import as_completed
     from tqdm.auto import tqdm
