@@ -7,7 +7,8 @@ STAMP := $(VENV)/.lowdose-installed
 DEMO_SERVE ?= 1
 DEMO_FLAGS := $(if $(filter 0 no false,$(DEMO_SERVE)),--no-serve,)
 # Three test processes on two cores: many tests wait on subprocesses and clusters, so a
-# third overlaps the waits (whole suite 7 min 50 s vs 9 min 00 s with -n 2 here).
+# third overlaps the waits (clean-clone suite 7:50-9:28 with -n 3, 8:15-9:00 with -n 2
+# on this shared machine: a small gain within its run-to-run noise).
 PYTEST_FLAGS ?= -n 3
 
 .PHONY: setup demo test lint clean
