@@ -47,6 +47,70 @@ def compact_widths(scales: int, base_channels: int, max_channels: int) -> list[i
     return [*widths, widths[-1]]
 
 
+def widen(model: CompactUNet, base_channels: int, max_channels: int, seed: int = 0) -> CompactUNet:
+    """A wider :class:`CompactUNet` that computes exactly the function of ``model``.
+
+    Every level gets at least its old width (``compact_widths(scales, base_channels,
+    max_channels)``). The old channels keep their weights; each new channel gets a fresh
+    init (seeded) on its inputs and zero weights into the old channels, so it adds nothing
+    until training moves those weights. Fine-tuning a wider network from a trained narrow
+    one (``init_weights`` in a training config) starts at the narrow one's quality instead
+    of at a random init.
+
+    Only bias-free, norm-free models (the ``compact`` default) can be widened: their state
+    is conv weights alone.
+    """
+    old_widths = [_conv(block, 3).out_channels for block in model.core.encoder]
+    new_widths = compact_widths(model.scales, base_channels, max_channels)
+    if any(new < old for new, old in zip(new_widths, old_widths, strict=True)):
+        raise ValueError(f"widen: widths {new_widths} are narrower than the model's {old_widths} somewhere")
+    state = model.state_dict()
+    if any(value.ndim != 4 for value in state.values()):
+        raise ValueError("widen: only a compact model without biases or norm layers can be widened")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        wide = CompactUNet(
+            model.unshuffle,
+            model.scales,
+            base_channels,
+            max_channels,
+            in_channels=_conv(model.core.encoder[0], 0).in_channels // model.unshuffle**2,
+        )
+    wide_state = wide.state_dict()
+    for key, old in state.items():
+        new = wide_state[key].clone()
+        new[: old.shape[0]] = 0
+        new[: old.shape[0], _old_inputs(key, old.shape[1], new.shape[1], old_widths, new_widths)] = old
+        wide_state[key] = new
+    wide.load_state_dict(wide_state)
+    return wide
+
+
+def _conv(block: nn.Module, index: int) -> nn.Conv2d:
+    layer = block[index] if isinstance(block, nn.Sequential) else None
+    if not isinstance(layer, nn.Conv2d):
+        raise ValueError(f"widen: expected a conv at position {index} of {type(block).__name__}")
+    return layer
+
+
+def _old_inputs(
+    key: str, n_old: int, n_new: int, old_widths: list[int], new_widths: list[int]
+) -> torch.Tensor:
+    """Where a conv's old input channels sit among its widened inputs.
+
+    A decoder block's first conv reads ``cat([upsampled, skip])``: the skip's channels move
+    up by the upsampled map's new channels. Every other conv reads one map whose old
+    channels stay first.
+    """
+    parts = key.split(".")
+    if parts[:2] == ["core", "decoder"] and parts[3] == "0":
+        skip_level = len(old_widths) - 2 - int(parts[2])
+        up_old = n_old - old_widths[skip_level]
+        up_new = n_new - new_widths[skip_level]
+        return torch.cat([torch.arange(up_old), up_new + torch.arange(old_widths[skip_level])])
+    return torch.arange(n_old)
+
+
 class CompactUNet(nn.Module):
     """Pixel-unshuffle → U-Net at reduced resolution → pixel-shuffle.
 

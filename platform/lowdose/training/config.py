@@ -32,7 +32,8 @@ class TrainingConfig(LowdoseConfig):
     init_weights: str | None = Field(
         None,
         description="Start from this model artefact (name, directory or .safetensors beside its card) "
-        "instead of a random init; its architecture must equal model/model_options (fine-tuning).",
+        "instead of a random init; its architecture must equal model/model_options (fine-tuning), or be a "
+        "narrower compact network (same unshuffle and scales), which is widened without changing its output.",
     )
     patch_size: int = Field(256, ge=16, description="Training patch side in pixels.")
     batch_size: int = Field(8, ge=1, description="Global batch size (split evenly over DDP ranks).")

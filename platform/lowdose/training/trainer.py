@@ -30,6 +30,7 @@ from torch import nn
 
 from lowdose.config import save_config
 from lowdose.errors import ConfigError
+from lowdose.models.compact import CompactUNet, compact_widths, widen
 from lowdose.models.registry import build
 from lowdose.training.checkpoint import load_checkpoint, save_checkpoint
 from lowdose.training.config import TrainingConfig
@@ -407,19 +408,47 @@ def _train(
 
 
 def _init_from_artefact(model: nn.Module, config: TrainingConfig) -> None:
-    """Copy the weights of ``config.init_weights`` into ``model`` (fine-tuning start)."""
+    """Copy the weights of ``config.init_weights`` into ``model`` (fine-tuning start).
+
+    The artefact's architecture must be the config's, or a narrower ``compact`` network
+    (same ``unshuffle`` and ``scales``, every level at most as wide): that one is widened
+    (:func:`lowdose.models.compact.widen`, new channels seeded by ``config.seed``) so the
+    run starts from its exact function.
+    """
     from lowdose.models.artefact import load_model
 
     source, card = load_model(config.init_weights)
     arch = card.get("architecture") or {}
     found = (arch.get("name"), dict(arch.get("config") or {}))
     wanted = (config.model, dict(config.model_options))
-    if found != wanted:
-        raise ConfigError(
-            f"init_weights {config.init_weights!r}: the artefact is {found[0]} {found[1]}, "
-            f"expected the config's model {wanted[0]} {wanted[1]}"
-        )
-    model.load_state_dict(source.state_dict())
+    if found == wanted:
+        model.load_state_dict(source.state_dict())
+        return
+    if isinstance(source, CompactUNet) and isinstance(model, CompactUNet):
+        if _only_wider(found[1], wanted[1]):
+            # A wider compact network starts as the narrow one's exact function.
+            base, most = wanted[1]["base_channels"], wanted[1]["max_channels"]
+            model.load_state_dict(widen(source, base, most, config.seed).state_dict())
+            return
+    raise ConfigError(
+        f"init_weights {config.init_weights!r}: the artefact is {found[0]} {found[1]}, "
+        f"expected the config's model {wanted[0]} {wanted[1]} or a narrower compact model "
+        "(same unshuffle and scales, no level wider)"
+    )
+
+
+def _only_wider(found: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether compact options ``wanted`` differ from ``found`` only by wider levels."""
+    keys = ("base_channels", "max_channels")
+    rest_found = {k: v for k, v in found.items() if k not in keys}
+    if rest_found != {k: v for k, v in wanted.items() if k not in keys}:
+        return False
+    if not all(isinstance(found.get(k), int) and isinstance(wanted.get(k), int) for k in keys):
+        return False
+    scales = int(found.get("scales", 4))
+    old = compact_widths(scales, found["base_channels"], found["max_channels"])
+    new = compact_widths(scales, wanted["base_channels"], wanted["max_channels"])
+    return all(n >= o for n, o in zip(new, old, strict=True))
 
 
 def _state_sha256(model: nn.Module) -> str:

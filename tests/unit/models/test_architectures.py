@@ -128,3 +128,35 @@ def test_unknown_model_and_bad_config_are_config_errors() -> None:
         build("nope")
     with pytest.raises(ConfigError, match="bad config"):
         build("compact", wings=3)
+
+
+@pytest.mark.parametrize(("base", "most"), [(8, 16), (6, 8), (4, 12)])
+def test_widened_compact_computes_the_narrow_function(base: int, most: int) -> None:
+    from lowdose.models.compact import widen
+
+    torch.manual_seed(3)
+    narrow = build("compact", unshuffle=2, scales=3, base_channels=4, max_channels=8).eval()
+    with torch.no_grad():  # non-trivial weights everywhere (a fresh init is near-linear)
+        for p in narrow.parameters():
+            p.normal_(0.0, 0.3)
+    wide = widen(narrow, base, most, seed=1).eval()
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
+    x = torch.poisson(torch.full((2, 1, 40, 56), 0.45, dtype=torch.float64))
+    with torch.no_grad():  # float64: only summation order differs between the two
+        torch.testing.assert_close(wide.double()(x), narrow.double()(x), rtol=1e-12, atol=1e-12)
+        # the new channels are live: their incoming weights are not zero
+        old_state = narrow.state_dict()
+        grown = [k for k, w in wide.state_dict().items() if w.shape[0] > old_state[k].shape[0]]
+        assert grown and all(wide.state_dict()[k][old_state[k].shape[0] :].abs().sum() > 0 for k in grown)
+        assert wide(x).abs().max() > 0.1  # a non-trivial function was compared
+
+
+def test_widen_refuses_narrower_levels_and_normed_models() -> None:
+    from lowdose.models.compact import widen
+
+    narrow = build("compact", unshuffle=2, scales=3, base_channels=4, max_channels=8)
+    with pytest.raises(ValueError, match="narrower"):
+        widen(narrow, 8, 4)
+    normed = build("compact", unshuffle=2, scales=2, base_channels=4, max_channels=8, norm="batch")
+    with pytest.raises(ValueError, match="biases or norm"):
+        widen(normed, 8, 16)

