@@ -19,7 +19,7 @@ $(BIN)/python:
 
 # torch first, with pip: 2.13.0 is a CPU build pip finds on local disk; a bare `torch`
 # requirement would fetch a multi-GB CUDA build. The rest with uv, which keeps that torch
-# (it satisfies torch>=2.4) and fills a fresh venv in well under a minute where pip took
+# (it satisfies torch>=2.4) and fills a fresh venv in about a minute where pip took
 # 7-8 min here; pip installs the rest if uv cannot. --compile-bytecode as pip does: without
 # .pyc files every spawned worker (python -B) compiled dask & co. again (suite 18 vs 9 min).
 $(STAMP): pyproject.toml | $(BIN)/python
