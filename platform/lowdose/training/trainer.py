@@ -30,7 +30,7 @@ from torch import nn
 
 from lowdose.config import save_config
 from lowdose.errors import ConfigError
-from lowdose.models.compact import CompactUNet, compact_widths, widen
+from lowdose.models.compact import CompactUNet, widen
 from lowdose.models.registry import build
 from lowdose.training.checkpoint import load_checkpoint, save_checkpoint
 from lowdose.training.config import TrainingConfig
@@ -424,12 +424,17 @@ def _init_from_artefact(model: nn.Module, config: TrainingConfig) -> None:
     if found == wanted:
         model.load_state_dict(source.state_dict())
         return
-    if isinstance(source, CompactUNet) and isinstance(model, CompactUNet):
-        if _only_wider(found[1], wanted[1]):
-            # A wider compact network starts as the narrow one's exact function.
-            base, most = wanted[1]["base_channels"], wanted[1]["max_channels"]
-            model.load_state_dict(widen(source, base, most, config.seed).state_dict())
-            return
+    if (
+        isinstance(source, CompactUNet)
+        and isinstance(model, CompactUNet)
+        and _same_but_widths(found[1], wanted[1])
+    ):
+        try:  # a wider compact network starts as the narrow one's exact function
+            wide = widen(source, wanted[1]["base_channels"], wanted[1]["max_channels"], config.seed)
+        except ValueError as err:
+            raise ConfigError(f"init_weights {config.init_weights!r}: {err}") from err
+        model.load_state_dict(wide.state_dict())
+        return
     raise ConfigError(
         f"init_weights {config.init_weights!r}: the artefact is {found[0]} {found[1]}, "
         f"expected the config's model {wanted[0]} {wanted[1]} or a narrower compact model "
@@ -437,18 +442,14 @@ def _init_from_artefact(model: nn.Module, config: TrainingConfig) -> None:
     )
 
 
-def _only_wider(found: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether compact options ``wanted`` differ from ``found`` only by wider levels."""
-    keys = ("base_channels", "max_channels")
-    rest_found = {k: v for k, v in found.items() if k not in keys}
-    if rest_found != {k: v for k, v in wanted.items() if k not in keys}:
+def _same_but_widths(found: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether two compact option sets name both widths and differ in nothing else."""
+    keys = {"base_channels", "max_channels"}
+    if not keys <= found.keys() or not keys <= wanted.keys():
         return False
-    if not all(isinstance(found.get(k), int) and isinstance(wanted.get(k), int) for k in keys):
-        return False
-    scales = int(found.get("scales", 4))
-    old = compact_widths(scales, found["base_channels"], found["max_channels"])
-    new = compact_widths(scales, wanted["base_channels"], wanted["max_channels"])
-    return all(n >= o for n, o in zip(new, old, strict=True))
+    return {k: v for k, v in found.items() if k not in keys} == {
+        k: v for k, v in wanted.items() if k not in keys
+    }
 
 
 def _state_sha256(model: nn.Module) -> str:
