@@ -14,7 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -69,6 +68,8 @@ def _closed_form_inverse(d: FloatArray) -> FloatArray:
 def _expectation_table() -> tuple[FloatArray, FloatArray]:
     # E[anscombe(z)] for z ~ Poisson(lam) on a fine grid of lam: the exact map
     # that the unbiased inverse inverts.
+    from scipy import stats  # here, not at import: scipy.stats alone takes ~2 s to import
+
     lam = np.concatenate([np.linspace(0.0, 1.0, 401)[:-1], np.geomspace(1.0, 60.0, 1200)])
     z = np.arange(0, 200)[:, None]
     pmf = stats.poisson.pmf(z, lam[None, :])
