@@ -43,7 +43,19 @@ class LowdoseAccessor:
             if "denoised" in self._ds:
                 return self._ds["denoised"]
             return self.denoise(model)["denoised"]
-        return denoised["denoised"] if isinstance(denoised, xr.Dataset) else denoised
+        if isinstance(denoised, xr.Dataset):
+            if "denoised" not in denoised:
+                raise LowdoseInputError(
+                    "lowdose accessor: the denoised dataset has no 'denoised' variable "
+                    "(expected a DenoisedSeries)"
+                )
+            return denoised["denoised"]
+        if not isinstance(denoised, xr.DataArray):
+            raise LowdoseInputError(
+                "lowdose accessor: denoised must be a DenoisedSeries dataset, its 'denoised' DataArray "
+                f"or None (denoise here), got {type(denoised).__name__}"
+            )
+        return denoised
 
     def analyze(
         self,

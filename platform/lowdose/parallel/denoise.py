@@ -151,15 +151,25 @@ def _halo_from_receptive_field(receptive_px: int) -> int:
 
 
 def model_handle(model: str | Path | torch.nn.Module | ModelHandle = "default") -> ModelHandle:
-    """Resolve ``model`` (artefact name/path, module or handle) into a :class:`ModelHandle`.
+    """Resolve ``model`` (artefact name/path, catalog entry, module or handle) into a :class:`ModelHandle`.
 
     For an artefact the card supplies the receptive field and alignment and the
     weights file supplies the hash; for a module they are measured.
     """
+    import torch
+
     if isinstance(model, ModelHandle):
         return model
     if isinstance(model, str | Path):
         return _artefact_handle(model)
+    directory = getattr(model, "directory", None)
+    if isinstance(directory, str) and isinstance(getattr(model, "config", None), dict):
+        return _artefact_handle(directory)  # a catalog's model entry (store.catalog_readers.ModelArtefact)
+    if not isinstance(model, torch.nn.Module):
+        raise LowdoseInputError(
+            f"model: expected 'default', an artefact directory, a catalog model entry or a torch module, "
+            f"got {type(model).__name__}"
+        )
     from lowdose.models.receptive import receptive_field
 
     return ModelHandle(

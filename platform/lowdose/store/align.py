@@ -120,6 +120,11 @@ def common_area(
 
 def _counts(series: Any) -> xr.DataArray:
     if isinstance(series, xr.Dataset):
+        if "counts" not in series:
+            raise LowdoseInputError(
+                "the dataset has no 'counts' variable "
+                f"(expected a FrameSeries; has {sorted(map(str, series.data_vars))})"
+            )
         return series["counts"]
     if isinstance(series, xr.DataArray):
         return series
@@ -146,8 +151,11 @@ def time_average(series: Any, n: int = 40) -> xr.DataArray:
         ``(frame, y, x)`` uint32 sums (dask-backed when the input is), ``frame``
         and ``time_s`` of each block's first frame, ``attrs["frames_per_sum"] = n``.
     """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise LowdoseInputError(f"time_average: n must be a whole number of frames, got {n!r}")
     if n < 1:
         raise LowdoseInputError(f"time_average: n must be ≥ 1, got {n}")
+    n = int(n)
     counts = _counts(series)
     if counts.sizes["frame"] < n:
         raise LowdoseInputError(f"time_average: series has {counts.sizes['frame']} frames, fewer than n={n}")

@@ -221,13 +221,20 @@ class LowdoseCatalog:
         numeric strings as numbers), a list containing it, or a ``[lo, hi]``
         range (e.g. ``defocus_range_nm``) that contains it. A tuple ``(lo, hi)``
         matches numeric metadata inside the closed interval (``None`` = open).
-        ``name`` and ``kind`` are searchable like metadata.
+        ``name`` and ``kind`` are searchable like metadata. A key that no entry carries
+        is a :class:`CatalogError` naming the searchable keys (a typo is not "no match").
 
         Examples
         --------
         >>> cat.search(kind="FrameSeries", dose_e_per_px=0.45)  # doctest: +SKIP
         >>> cat.search(frame_rate_hz=(100, None), material="Pt/CeO2")  # doctest: +SKIP
         """
+        known = {"name", "kind"}.union(*(entry.metadata for entry in self.entries.values()))
+        unknown = sorted(set(criteria) - known)
+        if unknown and self.entries:
+            raise CatalogError(
+                f"{self.source}: no entry has metadata {unknown}; searchable keys are {sorted(known)}"
+            )
         found = []
         for name, entry in self.entries.items():
             fields = {**entry.metadata, "name": name, "kind": str(entry.kind)}
@@ -573,6 +580,13 @@ def register_products(
             record, data = _entry_dicts(entry, folder, allow_absolute, trusted)
             raw["entries"][entry.name] = record
             raw["data"][f"{entry.name}.data"] = data
+        for entry in items:  # a link must name an entry (registered before or in this call)
+            linked = entry.metadata.get("series")
+            if linked is not None and (linked == entry.name or linked not in raw["entries"]):
+                raise CatalogError(
+                    f"{path}: entry {entry.name!r} links to series {linked!r}, which is not an entry of "
+                    "this catalog; register the FrameSeries first (or in the same call)"
+                )
         raw.setdefault("metadata", {})["updated"] = now_utc()
         validate_catalog_dict(raw, str(path), allow_absolute=True, climb=10**6)
         _write_atomic(path, raw)

@@ -80,3 +80,19 @@ def test_config_for_sums_scales_the_default_rates() -> None:
     assert summed.lambda_vac == pytest.approx(default.lambda_vac * 40)
     assert summed.detection_threshold == pytest.approx(default.detection_threshold * 40)
     assert config_for_sums(None, 1) is None
+
+
+def test_wrong_arguments_are_named_errors(series, handle):
+    from lowdose.errors import LowdoseInputError
+
+    with pytest.raises(LowdoseInputError, match=r"denoised must be a DenoisedSeries dataset.*got str"):
+        series.lowdose.columns("denoised", model=handle)
+    with pytest.raises(LowdoseInputError, match="has no 'denoised' variable"):
+        series.lowdose.columns(series, model=handle)
+    for n in (2.5, "40", True):
+        with pytest.raises(LowdoseInputError, match="n must be a whole number of frames"):
+            series.lowdose.time_average(n)
+    assert series.lowdose.time_average(np.int64(4)).sizes["frame"] == 2
+    no_counts = series[["time_s"]] if "time_s" in series.data_vars else series.drop_vars("counts")
+    with pytest.raises(LowdoseInputError, match="no 'counts' variable"):
+        no_counts.lowdose.time_average(2)

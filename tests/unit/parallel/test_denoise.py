@@ -96,6 +96,26 @@ def test_artefact_handle_uses_the_card_and_loads_once(tmp_path):
     )
 
 
+def test_a_catalog_model_entry_is_a_model_and_other_objects_are_named_errors(tmp_path):
+    from lowdose.errors import LowdoseInputError
+    from lowdose.models.artefact import model_sha256, save_artefact
+    from lowdose.models.registry import build
+    from lowdose.parallel.denoise import model_handle
+    from lowdose.store.catalog import open_catalog, register
+
+    net = build("compact", base_channels=4, scales=1, unshuffle=2).eval()
+    path = save_artefact(
+        tmp_path / "m", net, name="compact", model_config={"base_channels": 4, "scales": 1, "unshuffle": 2}
+    )
+    register(tmp_path / "cat.yaml", "net", path)
+    entry = open_catalog(tmp_path / "cat.yaml").open("net")  # a ModelArtefact, as a notebook gets it
+    handle = model_handle(entry)
+    assert handle.sha256 == model_sha256(path) and handle.source == str(path.resolve())
+    for bad in (3, b"default", [path]):
+        with pytest.raises(LowdoseInputError, match="model: expected 'default', an artefact directory"):
+            model_handle(bad)
+
+
 _FAULTS_SCRIPT = """
 import resource, sys
 import numpy as np

@@ -90,7 +90,9 @@ def test_search_by_metadata(shared: Path) -> None:
     assert cat.search(frame_rate_hz=(10, None)) == ["run1"]
     assert cat.search(frame_rate_hz=(None, 10)) == []
     assert cat.search(model_id="unet-test", kind="ModelArtefact") == ["unet"]
-    assert cat.search(no_such_key=1) == []
+    typo = r"no entry has metadata \['kindd'\]; searchable keys are .*'kind'"
+    with pytest.raises(CatalogError, match=typo):
+        cat.search(kindd="FrameSeries")  # a typo is an error, not an empty result
     assert cat.products_of("run1") == {
         "DenoisedSeries": ["run1.denoised"],
         "ColumnTable": ["run1.columns"],
@@ -400,3 +402,17 @@ def test_cli_errors_are_one_line_exit_2(shared: Path, tmp_path: Path) -> None:
     out = run_cli("show", "nope", "--catalog", str(shared / "lowdose.yaml"), cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "no entry 'nope'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_link_to_a_missing_series_is_refused_and_the_catalog_kept(tmp_path: Path) -> None:
+    products = write_series_products(tmp_path / "data", n_frames=4, size=16)
+    cat = tmp_path / "lowdose.yaml"
+    register(cat, "run1", products["series"])
+    before = cat.read_bytes()
+    with pytest.raises(CatalogError, match=r"entry 'run1.columns' links to series 'nosuch'"):
+        register(cat, "run1.columns", tmp_path / "data" / "columns.parquet", series="nosuch")
+    with pytest.raises(CatalogError, match=r"links to series 'self'"):
+        register(cat, "self", products["series"], series="self")
+    assert cat.read_bytes() == before
+    register(cat, "run1.columns", tmp_path / "data" / "columns.parquet", series="run1")
+    assert open_catalog(cat).products_of("run1") == {"ColumnTable": ["run1.columns"]}
