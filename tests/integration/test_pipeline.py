@@ -254,3 +254,38 @@ def test_a_failed_run_removes_the_out_it_created_only_while_nothing_is_done(tmp_
         run_pipeline(config, kernel=_failing_kernel)
     assert not only.exists()
     assert Progress(both, "denoise").done_chunks() == done  # the input it read is untouched
+
+
+def test_overwrite_deletes_only_the_runs_own_outputs_and_never_an_input(tmp_path, client, handle):
+    work = tmp_path / "work"
+    series = write_series(work / "s.zarr", n_frames=4, shape=(32, 32), chunk_frames=2)
+    series_files = _zarr_bytes(series)
+    (work / "thesis.docx").write_bytes(b"years of work")
+    # OUT = the folder that holds the series and a user's file: --overwrite keeps both
+    run_pipeline(_config(series, work), client, model=handle, kernel=toy_analyze_frame)
+    first = _zarr_bytes(work / "denoised.zarr")
+    (work / "_parts" / "stale.txt").write_text("from an earlier run")
+    run_pipeline(_config(series, work), client, model=handle, kernel=toy_analyze_frame, overwrite=True)
+    assert (work / "thesis.docx").read_bytes() == b"years of work"
+    assert _zarr_bytes(series) == series_files
+    assert not (work / "_parts" / "stale.txt").exists()
+    assert _zarr_bytes(work / "denoised.zarr") == first  # redone from scratch, the same
+
+    # OUT = the series store itself, or a folder inside it: refused, with or without --overwrite
+    for out in (series, series / "results"):
+        for overwrite in (False, True):
+            with pytest.raises(LowdoseInputError, match=r"is the series store .* or inside it"):
+                run_pipeline(_config(series, out), client, model=handle, overwrite=overwrite)
+    assert _zarr_bytes(series) == series_files and not (series / "results").exists()
+
+    # analyze-only reading OUT/denoised.zarr: --overwrite would delete its input
+    config = _config(series, work, stages=["analyze"], denoised=work / "denoised.zarr")
+    with pytest.raises(LowdoseInputError, match=r"--overwrite would delete .*denoised\.zarr, which holds"):
+        run_pipeline(config, client, kernel=toy_analyze_frame, overwrite=True)
+    assert _zarr_bytes(work / "denoised.zarr") == first
+
+    # OUT an existing file
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(LowdoseInputError, match=r"notes\.txt exists and is not a folder"):
+        run_pipeline(_config(series, tmp_path / "notes.txt"), client, model=handle)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -35,7 +35,11 @@ BackendOption = typer.Option(
     "-o",
     help="Backend option KEY=VALUE (repeatable; value read as YAML), e.g. -o cores=8 -o walltime=2:00:00.",
 )
-OverwriteOption = typer.Option(False, "--overwrite", help="Delete OUT first instead of resuming.")
+OverwriteOption = typer.Option(
+    False,
+    "--overwrite",
+    help="Delete an earlier run's outputs in OUT first instead of resuming (other files stay).",
+)
 NoCatalogOption = typer.Option(False, "--no-catalog", help="Do not register the outputs in the catalog.")
 QuietOption = typer.Option(False, "--quiet", help="No progress bar or dashboard link.")
 

@@ -69,6 +69,31 @@ def table_name(table: str, average_frames: int | None = None) -> str:
     return f"{table}.parquet" if not average_frames else f"{table}_avg{average_frames}.parquet"
 
 
+def run_outputs(out: Where) -> list[StorePath]:
+    """What a pipeline run wrote into ``out`` (the layout above), as found there now.
+
+    This, and only this, is what ``--overwrite`` deletes: a catalog and any other file in
+    the folder are the user's and stay.
+    """
+    folder = StorePath.of(out)
+    names = {DENOISED_NAME, COLUMNS_NAME, FRAMES_NAME, PROGRESS_NAME, PARTS_NAME}
+    found = [folder / name for name in sorted(names) if (folder / name).exists()]
+    for table in ("columns", "frames"):
+        found += [p for p in folder.glob(f"{table}_avg*.parquet") if p.name[len(table) + 4 : -8].isdigit()]
+    return found
+
+
+def remove_run_outputs(out: Where) -> list[StorePath]:
+    """Delete :func:`run_outputs` of ``out`` (the tables before the stores); return what was removed."""
+    removed = run_outputs(out)
+    for path in sorted(removed, key=lambda p: not p.name.endswith(".parquet")):
+        if path.is_file():
+            path.unlink()
+        else:
+            path.rmtree()
+    return removed
+
+
 def parts_dir(out: Where, table: str, average_frames: int | None = None) -> StorePath:
     """Folder of a table's per-chunk parts."""
     return StorePath.of(out) / PARTS_NAME / table_name(table, average_frames).removesuffix(".parquet")

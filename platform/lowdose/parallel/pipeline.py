@@ -289,7 +289,8 @@ def run_pipeline(
     kernel
         Override the per-frame analysis kernel (default ``analyze_frame``).
     overwrite
-        Delete ``config.out`` first instead of resuming.
+        Delete the outputs of an earlier run in ``config.out`` first instead of resuming
+        (only the pipeline's own files: :func:`lowdose.parallel.outputs.run_outputs`).
 
     A run that fails before any chunk is finished removes ``config.out`` again
     if it created that folder itself (a folder that was there before is kept).
@@ -334,6 +335,34 @@ def _remove_if_no_results(out: StorePath) -> None:
         pass  # the run's own error is what the user needs to see
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (resolved local paths or URLs)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _check_out(out: StorePath, inputs: dict[str, StorePath], overwrite: bool) -> None:
+    """Refuse an OUT that is a file, lies in an input store, or whose --overwrite would delete an input."""
+    if out.is_file():
+        raise LowdoseInputError(f"out: {out} exists and is not a folder; choose a folder for the outputs")
+    target = out.resolved()
+    doomed = [p.resolved() for p in outputs.run_outputs(out)] if overwrite else []
+    if overwrite:  # what a run would write, also when it is not there yet
+        doomed += [(out / name).resolved() for name in (outputs.DENOISED_NAME, outputs.PARTS_NAME)]
+    for name, source in inputs.items():
+        where = source.resolved()
+        if _inside(target, where):
+            raise LowdoseInputError(
+                f"out: {out} is the {name} store {source} or inside it; "
+                "the outputs go in a folder of their own"
+            )
+        hit = next((d for d in doomed if _inside(where, d)), None)
+        if hit is not None:
+            raise LowdoseInputError(
+                f"--overwrite would delete {hit}, which holds the {name} input {source}; "
+                "choose another --out (or move the input) instead"
+            )
+
+
 class _Run:
     """State of one pipeline invocation (keeps :func:`run_pipeline` readable)."""
 
@@ -351,8 +380,12 @@ class _Run:
         """Whether chunk tasks were handed to the cluster (they may write into OUT)."""
         self.out = config.location("out")
         self.source = config.location("series")
+        inputs = {"series": self.source}
+        if config.denoised is not None and "denoise" not in config.stages:
+            inputs["denoised"] = config.location("denoised")
+        _check_out(self.out, inputs, overwrite)
         if overwrite:
-            self.out.rmtree()
+            outputs.remove_run_outputs(self.out)
         self.out.mkdir()
         self.series = open_series(self.source.location, **self.source.zarr_kwargs())
         counts = self.series["counts"].data
