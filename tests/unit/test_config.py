@@ -63,3 +63,18 @@ def test_pipeline_device_is_checked_when_the_config_is_read(tmp_path: Path) -> N
     for device in ("auto", "cpu", "cuda", "cuda:1"):
         config.write_text(f"series: s.zarr\nout: run\ndevice: '{device}'\n")
         assert load_config(config_class("pipeline"), config).device == device
+
+
+def test_pipeline_analysis_block_is_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    # it used to pass `lowdose config validate` and fail only when `lowdose run` built the analysis
+    config = tmp_path / "pipeline.yaml"
+    for block, expected in (
+        ("{polarty: bright}", r"'analysis': unknown key 'polarty'"),
+        ("{lambda_vac: -1}", r"'analysis': 'lambda_vac': expected a positive rate or 'estimate'"),
+        ("{alpha_A: far}", r"'analysis': 'alpha_A': Input should be a valid number"),
+    ):
+        config.write_text(f"series: s.zarr\nout: run\nanalysis: {block}\n")
+        with pytest.raises(ConfigError, match=r"pipeline\.yaml: invalid config: " + expected):
+            load_config(config_class("pipeline"), config)
+    config.write_text("series: s.zarr\nout: run\nanalysis: {polarity: dark, lambda_vac: estimate}\n")
+    assert load_config(config_class("pipeline"), config).analysis["polarity"] == "dark"

@@ -37,7 +37,8 @@ class LowdoseConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line naming ``source`` and every offending key of ``err``."""
     parts = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "<root>"
@@ -67,7 +68,7 @@ def validate_config(cls: type[ConfigT], data: Any, source: str = "<config>") -> 
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
 
 
 def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:

@@ -132,6 +132,21 @@ class PipelineConfig(LowdoseConfig):
     )
     progress: bool = Field(default=True, description="Show a progress bar.")
 
+    @field_validator("analysis")
+    @classmethod
+    def _analysis(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # checked when the file is read (and by `lowdose config validate`), not when a worker starts
+        from pydantic import ValidationError
+
+        from lowdose.analysis.frame import AnalysisConfig
+        from lowdose.config.base import format_validation_error
+
+        try:
+            AnalysisConfig.model_validate(value)
+        except ValidationError as err:
+            raise ValueError(format_validation_error(err, "").removeprefix(": invalid config: ")) from None
+        return value
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:

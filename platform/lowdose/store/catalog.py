@@ -376,6 +376,8 @@ def _read_raw(source: str, storage_options: Mapping[str, Any] | None = None) -> 
         raise CatalogError(f"{source}: catalog file not found") from None
     except OSError as err:
         raise CatalogError(f"{source}: cannot read catalog ({err})") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{source}: not a catalog (not UTF-8 text; expected a YAML file)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -285,11 +285,16 @@ _REQUIRED_POSITIVE = ("pixel_size_A", "frame_rate_hz")
 
 
 def _require_positive(sources: Sequence[FrameSource], values: dict[str, Any]) -> None:
-    """Pixel size and frame rate, where given, must be > 0."""
+    """Pixel size and frame rate, where given, must be finite and > 0; a dose finite and ≥ 0 (0: unknown)."""
     for key in _REQUIRED_POSITIVE:
         value = values.get(key)
-        if value is not None and not value > 0:
-            raise FormatError(f"{sources[0].path}: {key} must be > 0, got {value}")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise FormatError(f"{sources[0].path}: {key} must be a finite number > 0, got {value}")
+    dose = values.get("dose_e_per_px")
+    if dose is not None and not (math.isfinite(dose) and dose >= 0):
+        raise FormatError(
+            f"{sources[0].path}: dose_e_per_px must be a finite number ≥ 0 (0 = not known), got {dose}"
+        )
 
 
 def _committed_sum(path: Path) -> float:
@@ -548,6 +553,7 @@ def ingest_with_summary(
                 raise source.fail(
                     f"frame shape {source.frame_shape}; expected {frame_shape} like {sources[0].path}"
                 )
+        _require_positive(sources, given)  # the values given on the command line, before any work
         if out_path.exists() or partial.exists():  # what to do depends on the sources' identity
             records = _source_records(sources, progress)
         else:  # a fresh store: hash the sources beside the ingest, record them once known

@@ -416,3 +416,13 @@ def test_a_link_to_a_missing_series_is_refused_and_the_catalog_kept(tmp_path: Pa
     assert cat.read_bytes() == before
     register(cat, "run1.columns", tmp_path / "data" / "columns.parquet", series="run1")
     assert open_catalog(cat).products_of("run1") == {"ColumnTable": ["run1.columns"]}
+
+
+def test_a_binary_file_given_as_the_catalog_is_named_and_kept(tmp_path: Path) -> None:
+    binary = tmp_path / "stack.tif"
+    binary.write_bytes(bytes(range(256)) * 8)
+    series = write_series_products(tmp_path / "data", n_frames=4, size=16)["series"]
+    for call in (lambda: open_catalog(binary), lambda: register(binary, "x", series)):
+        with pytest.raises(CatalogError, match=r"stack\.tif: not a catalog \(not UTF-8 text"):
+            call()
+    assert binary.read_bytes() == bytes(range(256)) * 8

@@ -170,3 +170,23 @@ def test_colour_series_after_grey_frames_is_refused(tmp_path: Path) -> None:
     refused(
         tmp_path, [src], r"mixed.tif: TIFF series 1 \(after frame 4\) has 1 page with 3 samples per pixel"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("pixel_size_A", float("inf"), "pixel_size_A must be a finite number > 0, got inf"),
+        ("frame_rate_hz", float("inf"), "frame_rate_hz must be a finite number > 0, got inf"),
+        ("frame_rate_hz", float("nan"), "frame_rate_hz must be a finite number > 0, got nan"),
+        ("dose_e_per_px", -3.0, "dose_e_per_px must be a finite number ≥ 0 \\(0 = not known\\), got -3.0"),
+        ("dose_e_per_px", float("nan"), "dose_e_per_px must be a finite number ≥ 0"),
+        ("dose_e_per_px", float("inf"), "dose_e_per_px must be a finite number ≥ 0"),
+    ],
+)
+def test_metadata_that_is_not_a_finite_positive_number_is_refused(
+    tmp_path: Path, key: str, value: float, expected: str
+) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", frames())
+    refused(tmp_path, [tmp_path / "a.tif"], f"a.tif: {expected}", **{key: value})
+    ingest([tmp_path / "a.tif"], tmp_path / "ok.zarr", dose_e_per_px=0.0, **META)  # 0: dose not known
+    assert open_series(tmp_path / "ok.zarr").attrs["dose_e_per_px"] == 0.0
