@@ -153,3 +153,13 @@ def test_a_split_without_validation_images_is_refused_before_writing(tmp_path: P
         train(config, out, progress=False, config_path="t.yaml")
     assert str(err.value).startswith("t.yaml: split_fractions [0.8, 0.1, 0.1]")
     assert not out.exists()
+
+
+def test_a_patch_larger_than_the_images_is_refused_before_writing(tmp_path: Path) -> None:
+    # it used to fail at the first batch, after config.yaml and log.jsonl were written, so the
+    # corrected re-run was refused as "an earlier training run" unless --overwrite
+    data = write_synthetic_set(tmp_path / "s.zarr", n_structures=4, defoci=2, size=32)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"t\.yaml: patch_size 100 exceeds the images of .*\(32×32 px\)"):
+        train(_config(data).model_copy(update={"patch_size": 100}), out, progress=False, config_path="t.yaml")
+    assert not out.exists()
