@@ -58,7 +58,7 @@ import numpy as np
 
 from lowdose.errors import FormatError, LowdoseInputError, StorageFullError, StoreError
 from lowdose.store.integrity import remove_stale_temp_files
-from lowdose.store.readers import FrameSource, expand_inputs, open_source
+from lowdose.store.readers import HDF5_SUFFIXES, FrameSource, expand_inputs, open_source, split_dataset
 from lowdose.store.series import (
     append_frames,
     create_frame_series,
@@ -539,6 +539,13 @@ def ingest_with_summary(
     specs = expand_inputs(list(inputs))
     if not specs:
         raise FormatError("no input files given")
+    if h5_dataset is not None and not any(
+        split_dataset(str(s))[0].suffix.lower() in HDF5_SUFFIXES for s in specs
+    ):
+        raise FormatError(
+            f"--h5-dataset {h5_dataset}: none of the inputs is an HDF5 file ({specs[0]}); "
+            f"the option names the dataset inside {'/'.join(HDF5_SUFFIXES)} files only"
+        )
     sources: list[FrameSource] = []
     records: list[dict[str, Any]] | None = None
     hashing: Future[list[dict[str, Any]]] | None = None

@@ -190,3 +190,13 @@ def test_metadata_that_is_not_a_finite_positive_number_is_refused(
     refused(tmp_path, [tmp_path / "a.tif"], f"a.tif: {expected}", **{key: value})
     ingest([tmp_path / "a.tif"], tmp_path / "ok.zarr", dose_e_per_px=0.0, **META)  # 0: dose not known
     assert open_series(tmp_path / "ok.zarr").attrs["dose_e_per_px"] == 0.0
+
+
+def test_an_hdf5_dataset_named_for_a_tiff_is_refused(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", frames())
+    refused(
+        tmp_path,
+        [tmp_path / "a.tif"],
+        r"--h5-dataset /x: none of the inputs is an HDF5 file",
+        h5_dataset="/x",
+    )
