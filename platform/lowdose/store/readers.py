@@ -162,10 +162,11 @@ def _colour_tiff_message(path: Path, series: Any, where: str = "TIFF holds") -> 
     layout = "planar" if int(page.planarconfig) == 2 else "interleaved"
     photometric = getattr(page.photometric, "name", str(page.photometric))
     pages = len(series)
+    dtype = np.dtype(page.dtype).name
     return (
         f"{path}: {where} {pages} page{'s' if pages != 1 else ''} with {samples} samples per pixel "
-        f"({photometric}, {layout}): a colour image, not grey count frames; tifffile.imwrite stores "
-        f"a (3, Y, X) or (4, Y, X) uint8 array this way unless told otherwise — write a frame stack "
+        f"({photometric}, {layout}, {dtype}): a colour image, not grey count frames; tifffile.imwrite "
+        f"stores a stack of 3 or 4 frames this way unless told otherwise — write a frame stack "
         f"with tifffile.imwrite(path, frames, photometric='minisblack') or save the frames as separate "
         f"grey pages"
     )

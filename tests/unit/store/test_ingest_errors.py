@@ -139,15 +139,22 @@ def test_out_holding_another_series_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*stored as RGB:DeprecationWarning")  # the default this test is about
-@pytest.mark.parametrize("shape", [(3, 32, 28), (4, 32, 28), (32, 28, 3)])
-def test_colour_tiff_is_refused_saying_why_and_what_to_do(tmp_path: Path, shape: tuple[int, ...]) -> None:
-    """A few uint8 frames written plainly with tifffile become one RGB(A) page: refused, with the fix."""
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((3, 32, 28), "uint8"), ((4, 32, 28), "uint8"), ((32, 28, 3), "uint8"), ((3, 32, 28), "float32")],
+)
+def test_colour_tiff_is_refused_saying_why_and_what_to_do(
+    tmp_path: Path, shape: tuple[int, ...], dtype: str
+) -> None:
+    """A few frames written plainly with tifffile become one RGB(A) page: refused, with the fix."""
     src = tmp_path / "rgb.tif"
-    tifffile.imwrite(src, np.random.default_rng(4).poisson(0.45, shape).astype("uint8"))
+    tifffile.imwrite(src, np.random.default_rng(4).poisson(0.45, shape).astype(dtype))
     samples = min(shape[0], shape[-1])
     layout = "planar" if shape[0] < shape[-1] else "interleaved"
     err = refused(
-        tmp_path, [src], rf"rgb.tif: TIFF holds 1 page with {samples} samples per pixel \(RGB, {layout}\)"
+        tmp_path,
+        [src],
+        rf"rgb.tif: TIFF holds 1 page with {samples} samples per pixel \(RGB, {layout}, {dtype}\)",
     )
     assert "not grey count frames" in str(err)
     assert "photometric='minisblack'" in str(err) and "separate grey pages" in str(err)
