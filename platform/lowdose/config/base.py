@@ -37,8 +37,8 @@ class LowdoseConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line naming ``source`` and every offending key of ``err``."""
+def validation_problems(err: ValidationError) -> str:
+    """Every offending key of ``err`` and what is wrong with it, on one line."""
     parts = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "<root>"
@@ -51,7 +51,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             parts.append(msg)
         else:
             parts.append(f"'{loc}': {msg}")
-    return f"{source}: invalid config: " + "; ".join(parts)
+    return "; ".join(parts)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    return f"{source}: invalid config: {validation_problems(err)}"
 
 
 def validate_config(cls: type[ConfigT], data: Any, source: str = "<config>") -> ConfigT:
@@ -68,7 +72,7 @@ def validate_config(cls: type[ConfigT], data: Any, source: str = "<config>") -> 
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source)) from None
 
 
 def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:

@@ -56,6 +56,8 @@ COLUMNS_NAME = "columns.parquet"
 FRAMES_NAME = "frames.parquet"
 PROGRESS_NAME = "_progress"
 PARTS_NAME = "_parts"
+RUN_NAMES = (DENOISED_NAME, COLUMNS_NAME, FRAMES_NAME, PARTS_NAME, PROGRESS_NAME)
+"""Fixed names a run writes in OUT (besides ``columns_avgN``/``frames_avgN`` tables)."""
 DENOISED_CNAME: Literal["lz4"] = "lz4"
 """Blosc compressor of the DenoisedSeries. Denoised float32 frames are smooth but keep
 their low mantissa bits, so nothing compresses them much: on 512² frames of the default
@@ -76,8 +78,7 @@ def run_outputs(out: Where) -> list[StorePath]:
     the folder are the user's and stay.
     """
     folder = StorePath.of(out)
-    names = {DENOISED_NAME, COLUMNS_NAME, FRAMES_NAME, PROGRESS_NAME, PARTS_NAME}
-    found = [folder / name for name in sorted(names) if (folder / name).exists()]
+    found = [folder / name for name in RUN_NAMES if (folder / name).exists()]
     for table in ("columns", "frames"):
         found += [p for p in folder.glob(f"{table}_avg*.parquet") if p.name[len(table) + 4 : -8].isdigit()]
     return found

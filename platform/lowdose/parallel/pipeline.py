@@ -139,12 +139,12 @@ class PipelineConfig(LowdoseConfig):
         from pydantic import ValidationError
 
         from lowdose.analysis.frame import AnalysisConfig
-        from lowdose.config.base import format_validation_error
+        from lowdose.config.base import validation_problems
 
         try:
             AnalysisConfig.model_validate(value)
         except ValidationError as err:
-            raise ValueError(format_validation_error(err, "").removeprefix(": invalid config: ")) from None
+            raise ValueError(validation_problems(err)) from None
         return value
 
     @field_validator("device")
@@ -360,9 +360,8 @@ def _check_out(out: StorePath, inputs: dict[str, StorePath], overwrite: bool) ->
     if out.is_file():
         raise LowdoseInputError(f"out: {out} exists and is not a folder; choose a folder for the outputs")
     target = out.resolved()
-    doomed = [p.resolved() for p in outputs.run_outputs(out)] if overwrite else []
-    if overwrite:  # what a run would write, also when it is not there yet
-        doomed += [(out / name).resolved() for name in (outputs.DENOISED_NAME, outputs.PARTS_NAME)]
+    # what --overwrite deletes (the _avgN tables are Parquet files: no input store lies in them)
+    doomed = [(out / name).resolved() for name in outputs.RUN_NAMES] if overwrite else []
     for name, source in inputs.items():
         where = source.resolved()
         if _inside(target, where):

@@ -598,7 +598,6 @@ def ingest_with_summary(
         batch = -(-batch // chunk) * chunk  # whole chunks per append: no read-modify-write of chunks
 
         if resume:
-            _require_positive(sources, given)
             start = int(attrs["n_frames"])
             counts_sum = _committed_sum(partial) if start else 0.0
         else:

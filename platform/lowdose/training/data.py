@@ -30,6 +30,8 @@ class DataSplits:
     store_dose_e_per_px: float
     pixel_size_A: float
     dataset_sha256: str
+    image_shape: tuple[int, int] = (0, 0)
+    """(height, width) of the store's images, px."""
 
 
 def _criteria(selection: dict[str, Any]) -> dict[str, Any]:
@@ -82,4 +84,5 @@ def resolve_splits(
         store_dose_e_per_px=float(ds.attrs["dose_e_per_px"]),
         pixel_size_A=float(ds.attrs["pixel_size_A"]),
         dataset_sha256=digest.hexdigest(),
+        image_shape=(int(ds.sizes["y"]), int(ds.sizes["x"])),
     )

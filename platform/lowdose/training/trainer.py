@@ -35,7 +35,7 @@ from lowdose.models.registry import build
 from lowdose.training.checkpoint import load_checkpoint, save_checkpoint
 from lowdose.training.config import TrainingConfig
 from lowdose.training.data import DataSplits, resolve_splits
-from lowdose.training.sampler import Augmentation, PatchSampler, open_clean_array, validation_patches
+from lowdose.training.sampler import Augmentation, PatchSampler, validation_patches
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def _require_splits(splits: DataSplits, config: TrainingConfig, config_path: str
                 f"{name} split of {config.data} empty ({total} selected images, split by structure): "
                 "raise that fraction, change split_seed or simulate more structures"
             )
-    height, width = (int(n) for n in open_clean_array(config.data).shape[1:])
+    height, width = splits.image_shape
     if config.patch_size > min(height, width):
         raise ConfigError(
             f"{config_path or config.data}: patch_size {config.patch_size} exceeds the images of "
