@@ -8,6 +8,7 @@ the `dask worker` processes, so that workers read chunks from S3 themselves.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,7 +25,20 @@ from tests.integration.deploy.conftest import (
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "lowdose-test"
+
+@pytest.fixture(scope="module")
+def bucket(s3) -> str:
+    """A bucket of its own for each setup of this module's fixtures.
+
+    moto keeps its buckets in process-wide state that outlives the server, and with
+    `--dist worksteal` this module's tests can run in one xdist process with other
+    modules' tests in between, so the module fixtures may be set up twice there.
+    """
+    import s3fs
+
+    name = f"lowdose-test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(name)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +61,6 @@ def s3() -> Iterator[dict[str, str]]:
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir(BUCKET)
         yield env
     finally:
         for key, value in saved.items():
@@ -65,8 +78,8 @@ def s3_cluster(s3) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def remote_series(s3, deploy_inputs) -> str:
-    """The deploy test series copied frame for frame into s3://BUCKET/series.zarr with the store API."""
+def remote_series(s3, bucket, deploy_inputs) -> str:
+    """The deploy test series copied frame for frame into s3://<bucket>/series.zarr with the store API."""
     import fsspec
 
     from lowdose.store.schema import ground_truth_path
@@ -74,7 +87,7 @@ def remote_series(s3, deploy_inputs) -> str:
 
     series, _ = deploy_inputs
     local = open_series(series)
-    url = f"s3://{BUCKET}/series.zarr"
+    url = f"s3://{bucket}/series.zarr"
     create_frame_series(
         url,
         local["counts"].shape[1:],
@@ -85,7 +98,7 @@ def remote_series(s3, deploy_inputs) -> str:
         dose_e_per_px=float(local.attrs["dose_e_per_px"]),
     )
     append_frames(url, local["counts"].values, local["clean"].values)
-    with fsspec.open(f"s3://{BUCKET}/series.columns.parquet", "wb") as f:
+    with fsspec.open(f"s3://{bucket}/series.columns.parquet", "wb") as f:
         f.write(ground_truth_path(series).read_bytes())
     return url
 
@@ -112,15 +125,15 @@ def test_series_on_s3_is_read_by_the_workers(remote_series, s3_cluster, deploy_i
 
 
 def test_pipeline_from_and_to_s3_matches_the_local_run(
-    remote_series, s3, s3_cluster, deploy_inputs, local_reference, tmp_path
+    remote_series, s3, bucket, s3_cluster, deploy_inputs, local_reference, tmp_path
 ):
     import fsspec
 
     _, model = deploy_inputs
-    out_url = f"s3://{BUCKET}/run"
+    out_url = f"s3://{bucket}/run"
     config = pipeline_yaml(tmp_path / "p.yaml", remote_series, out_url, model)
     lowdose("run", str(config), "--scheduler", s3_cluster, "--quiet", env=child_env(**s3))
     # Read the outputs back from S3 and compare with the local run.
     local_copy = tmp_path / "from-s3"
-    fsspec.filesystem("s3").get(f"{BUCKET}/run", str(local_copy), recursive=True)
+    fsspec.filesystem("s3").get(f"{bucket}/run", str(local_copy), recursive=True)
     assert_same_outputs(local_copy, local_reference)
