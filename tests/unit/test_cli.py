@@ -63,6 +63,30 @@ def test_validate_without_kind_says_which_kind_it_checked(tmp_path: Path) -> Non
     assert "series: s.zarr" in ok.stdout
 
 
+def test_validate_train_builds_the_model_and_checks_init_weights(tmp_path: Path) -> None:
+    # Model options and init_weights were only checked by `lowdose train`; validate checks them too.
+    base = "version: 1\ndata: d.zarr\nmodel: compact\nmodel_options: {base_channels: 8, max_channels: 16}\n"
+    config = tmp_path / "train.yaml"
+    config.write_text(base + "init_weights: default\n")
+    ok = run("config", "validate", str(config), "--kind", "train")
+    # The shipped default (16/64 wide) cannot start a narrower network.
+    assert ok.returncode == 2 and "init_weights 'default'" in ok.stderr and "narrower" in ok.stderr
+    config.write_text(base.replace("max_channels: 16", "max_channels: 16, widht: 3"))
+    typo = run("config", "validate", str(config), "--kind", "train")
+    assert typo.returncode == 2 and "widht" in typo.stderr and "Traceback" not in typo.stderr
+    config.write_text(base + f"init_weights: {tmp_path / 'nowhere'}\n")
+    missing = run("config", "validate", str(config), "--kind", "train")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"lowdose: error: init_weights: {tmp_path / 'nowhere'}: no such model "
+        "(expected 'default' or an artefact directory)"
+    )
+    config.write_text(base)
+    good = run("config", "validate", str(config), "--kind", "train")
+    assert good.returncode == 0, good.stderr
+    assert "base_channels: 8" in good.stdout
+
+
 def test_align_errors_name_the_series_and_the_flag(tmp_path: Path) -> None:
     import numpy as np
 

@@ -30,6 +30,12 @@ def register(app: typer.Typer) -> None:
             # Without --kind only the shared base fields are known: say so, or every key looks wrong.
             kinds = "|".join(name for name in CONFIG_KINDS if name != "base")
             raise ConfigError(f"{err}; checked as kind 'base' (no --kind): pass --kind {kinds}") from None
+        if kind == "train":
+            # The model options and init_weights are only known to be right once the model
+            # is built (imports torch; a few seconds).
+            from lowdose.training.trainer import check_model
+
+            check_model(config)  # type: ignore[arg-type]
         typer.echo(config.to_yaml(), nl=False)
 
     @group.command("kinds")

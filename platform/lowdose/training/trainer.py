@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowdose.config import save_config
-from lowdose.errors import ConfigError
+from lowdose.errors import ConfigError, LowdoseInputError
 from lowdose.models.compact import CompactUNet, widen
 from lowdose.models.registry import build
 from lowdose.training.checkpoint import load_checkpoint, save_checkpoint
@@ -413,6 +413,20 @@ def _train(
     )
 
 
+def check_model(config: TrainingConfig) -> nn.Module:
+    """Build ``config``'s model and start it from ``init_weights``, as ``train`` does first.
+
+    ``lowdose config validate --kind train`` runs this so that unknown ``model_options``
+    and an ``init_weights`` artefact that is missing or does not fit the model are
+    reported by the check, not only by the run (both raise :class:`ConfigError`, or the
+    artefact loader's error naming the path).
+    """
+    model = build(config.model, **config.model_options)
+    if config.init_weights is not None:
+        _init_from_artefact(model, config)
+    return model
+
+
 def _init_from_artefact(model: nn.Module, config: TrainingConfig) -> None:
     """Copy the weights of ``config.init_weights`` into ``model`` (fine-tuning start).
 
@@ -423,7 +437,12 @@ def _init_from_artefact(model: nn.Module, config: TrainingConfig) -> None:
     """
     from lowdose.models.artefact import load_model
 
-    source, card = load_model(config.init_weights)
+    try:
+        source, card = load_model(config.init_weights)
+    except ConfigError:
+        raise
+    except LowdoseInputError as err:  # missing or unreadable artefact: name the field
+        raise ConfigError(f"init_weights: {err}") from None
     arch = card.get("architecture") or {}
     found = (arch.get("name"), dict(arch.get("config") or {}))
     wanted = (config.model, dict(config.model_options))
