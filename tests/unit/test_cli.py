@@ -68,9 +68,10 @@ def test_validate_train_builds_the_model_and_checks_init_weights(tmp_path: Path)
     base = "version: 1\ndata: d.zarr\nmodel: compact\nmodel_options: {base_channels: 8, max_channels: 16}\n"
     config = tmp_path / "train.yaml"
     config.write_text(base + "init_weights: default\n")
-    ok = run("config", "validate", str(config), "--kind", "train")
+    narrow = run("config", "validate", str(config), "--kind", "train")
     # The shipped default (16/64 wide) cannot start a narrower network.
-    assert ok.returncode == 2 and "init_weights 'default'" in ok.stderr and "narrower" in ok.stderr
+    assert narrow.returncode == 2
+    assert "init_weights 'default'" in narrow.stderr and "narrower" in narrow.stderr
     config.write_text(base.replace("max_channels: 16", "max_channels: 16, widht: 3"))
     typo = run("config", "validate", str(config), "--kind", "train")
     assert typo.returncode == 2 and "widht" in typo.stderr and "Traceback" not in typo.stderr

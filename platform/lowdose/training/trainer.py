@@ -270,10 +270,7 @@ def _train(
     _require_splits(splits, config, config_path)
     dose_scale = config.dose_e_per_px / splits.store_dose_e_per_px
     torch.manual_seed(config.seed)
-    model = build(config.model, **config.model_options)
-    if config.init_weights is not None and not resume:
-        _init_from_artefact(model, config)
-    model = model.to(device)
+    model = check_model(config, init=not resume).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
@@ -413,16 +410,16 @@ def _train(
     )
 
 
-def check_model(config: TrainingConfig) -> nn.Module:
-    """Build ``config``'s model and start it from ``init_weights``, as ``train`` does first.
+def check_model(config: TrainingConfig, *, init: bool = True) -> nn.Module:
+    """Build ``config``'s model and (``init``) start it from ``init_weights``.
 
-    ``lowdose config validate --kind train`` runs this so that unknown ``model_options``
-    and an ``init_weights`` artefact that is missing or does not fit the model are
-    reported by the check, not only by the run (both raise :class:`ConfigError`, or the
-    artefact loader's error naming the path).
+    ``train`` builds its model with this (``init=False`` when resuming from a
+    checkpoint), and ``lowdose config validate --kind train`` runs it so that unknown
+    ``model_options`` and an ``init_weights`` artefact that is missing or does not fit
+    the model are reported by the check too (:class:`ConfigError` naming the field).
     """
     model = build(config.model, **config.model_options)
-    if config.init_weights is not None:
+    if init and config.init_weights is not None:
         _init_from_artefact(model, config)
     return model
 
