@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,7 +38,7 @@ def inputs(tmp_path_factory):
     return root, series, model
 
 
-def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path):
+def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path, monkeypatch):
     _, series, model = inputs
     common = ["--scheduler", scheduler, "--quiet", "--no-catalog"]
     out = tmp_path / "two-step"
@@ -51,11 +53,19 @@ def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path):
     assert result.exit_code == 0, result.output
     assert "6 frames in 2 chunks" in result.output
 
+    # Relative paths in the YAML (out, model, catalog) are relative to the YAML file, not
+    # to the folder the command runs in.
     pipeline = tmp_path / "run.yaml"
-    pipeline.write_text(yaml.safe_dump({"series": str(series), "out": "one-step", "model": str(model)}))
-    result = runner.invoke(app, ["run", str(pipeline), *common])
+    relative_model = os.path.relpath(model, tmp_path)
+    spec = {"series": str(series), "out": "one-step", "model": relative_model, "catalog": "shared.yaml"}
+    pipeline.write_text(yaml.safe_dump(spec))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["run", str(pipeline), "--scheduler", scheduler, "--quiet"])
     assert result.exit_code == 0, result.output
-    one = tmp_path / "one-step"  # relative paths in the YAML are relative to the YAML file
+    assert (tmp_path / "shared.yaml").is_file() and not (elsewhere / "shared.yaml").exists()
+    one = tmp_path / "one-step"
     np.testing.assert_array_equal(
         open_denoised(den)["denoised"].values, open_denoised(one / "denoised.zarr")["denoised"].values
     )
@@ -64,6 +74,54 @@ def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path):
     frames = read_table(out / "frames.parquet")
     assert {"surface_f1", "bulk_f1", "mean_llr"} <= set(frames.columns)
     assert len(read_table(out / "frames_avg3.parquet")) == 2
+
+
+def test_analyze_reads_analysis_settings_at_top_level_or_as_a_pipeline_block(inputs, scheduler, tmp_path):
+    from lowdose.errors import ConfigError
+
+    _, series, model = inputs
+    common = ["--scheduler", scheduler, "--quiet", "--no-catalog"]
+    den_out = tmp_path / "den"
+    result = runner.invoke(
+        app, ["denoise", str(series), "--out", str(den_out), "--model", str(model), *common]
+    )
+    assert result.exit_code == 0, result.output
+    den = str(den_out / "denoised.zarr")
+    counts = {}
+    files = {
+        "default": None,
+        "top": "detection_threshold: 0.0\n",
+        "block": "analysis:\n  detection_threshold: 0.0\n",
+    }
+    for name, text in files.items():
+        extra = []
+        if text is not None:
+            (tmp_path / f"{name}.yaml").write_text(text)
+            extra = ["--analysis", str(tmp_path / f"{name}.yaml")]
+        out = tmp_path / name
+        result = runner.invoke(
+            app, ["analyze", str(series), "--denoised", den, "--out", str(out), *extra, *common]
+        )
+        assert result.exit_code == 0, result.output
+        counts[name] = int(read_table(out / "frames.parquet")["n_columns"].sum())
+    assert counts["top"] == counts["block"] > counts["default"]  # the lower threshold was applied
+    (tmp_path / "bad.yaml").write_text("analysis:\n  detection_treshold: 0.1\n")
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(series),
+            "--denoised",
+            den,
+            "--out",
+            str(tmp_path / "bad"),
+            "--analysis",
+            str(tmp_path / "bad.yaml"),
+            *common,
+        ],
+    )
+    assert isinstance(result.exception, ConfigError) and "detection_treshold" in str(result.exception)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_inputs_are_one_line_errors(inputs, tmp_path):

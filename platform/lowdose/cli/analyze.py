@@ -30,7 +30,11 @@ def register(app: typer.Typer) -> None:
         series: str = typer.Argument(..., help="FrameSeries of the raw counts (path or fsspec URL)."),
         denoised: str = typer.Option(..., "--denoised", help="DenoisedSeries of the same frames."),
         out: str = typer.Option(..., "--out", help="Output folder: OUT/columns.parquet, OUT/frames.parquet."),
-        analysis: Path | None = typer.Option(None, "--analysis", help="YAML file with the analysis block."),
+        analysis: Path | None = typer.Option(
+            None,
+            "--analysis",
+            help="YAML of AnalysisConfig settings (top level, or under 'analysis:' as in a pipeline YAML).",
+        ),
         time_average: int | None = typer.Option(
             None, "--time-average", min=2, help="Also analyse sums of N frames."
         ),
@@ -55,6 +59,8 @@ def register(app: typer.Typer) -> None:
                 block = yaml.safe_load(analysis.read_text()) or {}
             except (OSError, yaml.YAMLError):
                 raise ConfigError(f"{analysis}: cannot read the analysis YAML") from None
+            if isinstance(block, dict) and set(block) == {"analysis"} and isinstance(block["analysis"], dict):
+                block = block["analysis"]  # the `analysis:` block copied from a pipeline YAML
         data = {
             "series": str(series),
             "out": str(out),

@@ -60,15 +60,18 @@ def register(app: typer.Typer) -> None:
             data["register_catalog"] = False
         if quiet:
             data["progress"] = False
-        # Relative paths in the YAML are relative to the YAML file.
+        # Relative paths in the YAML are relative to the YAML file (a model named
+        # "default" is the shipped one, not a path).
         base = pipeline.resolve().parent
-        for key in ("series", "out", "denoised"):
+        for key in ("series", "out", "denoised", "model", "catalog"):
+            value = data.get(key)
             if (
-                isinstance(data.get(key), str)
-                and not Path(data[key]).is_absolute()
-                and "://" not in data[key]
+                isinstance(value, str)
+                and not (key == "model" and value == "default")
+                and not Path(value).is_absolute()
+                and "://" not in value
             ):
-                data[key] = str(base / data[key])
+                data[key] = str(base / value)
         block = data.get("cluster")
         options = block.get("options") if isinstance(block, dict) else None
         if isinstance(options, dict) and isinstance(options.get("spec"), str):
