@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from lowdose.cli import app
 from lowdose.models.artefact import save_artefact
 from lowdose.models.registry import build
 from lowdose.parallel.outputs import open_denoised, read_table
+from lowdose.store.catalog import CatalogError, open_catalog
 from tests.unit.parallel.tiny import write_series
 
 runner = CliRunner()
@@ -65,6 +67,14 @@ def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path, monkeypatc
     result = runner.invoke(app, ["run", str(pipeline), "--scheduler", scheduler, "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "shared.yaml").is_file() and not (elsewhere / "shared.yaml").exists()
+    # The series lies outside the catalog's folder: recorded through "..", opened with the
+    # common folder the run names as root (not refused as an absolute path).
+    root = Path(os.path.commonpath([tmp_path, series]))
+    assert f"--root {root}" in result.output
+    with pytest.raises(CatalogError, match="escapes the catalog folder"):
+        open_catalog(tmp_path / "shared.yaml")
+    catalog = open_catalog(tmp_path / "shared.yaml", root=root)
+    assert catalog.open("s").sizes["frame"] == 6 and len(catalog.open("one-step.frames")) == 6
     one = tmp_path / "one-step"
     np.testing.assert_array_equal(
         open_denoised(den)["denoised"].values, open_denoised(one / "denoised.zarr")["denoised"].values

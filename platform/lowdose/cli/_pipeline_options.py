@@ -117,3 +117,10 @@ def run_and_report(data: dict[str, Any], source: str, overwrite: bool) -> None:
     )
     for name, path in result.outputs.items():
         typer.echo(f"{name:9s} {Path(path)}")
+    if result.catalog_root is not None:  # the series lies outside the catalog's folder
+        catalog = result.outputs["catalog"]
+        typer.echo(
+            f"the catalog reaches {result.catalog_root} (its series is outside {Path(catalog).parent}): "
+            f"open it with that folder as root, e.g. "
+            f"lowdose dashboard --catalog {catalog} --root {result.catalog_root}"
+        )

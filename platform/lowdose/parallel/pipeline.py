@@ -22,6 +22,7 @@ table. No science here; never imports torch at module level.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -190,6 +191,8 @@ class PipelineResult:
     chunks_skipped: int
     elapsed_s: float
     outputs: dict[str, Path | str] = field(default_factory=dict)
+    catalog_root: Path | None = None
+    """The folder to trust as ``root`` when opening the run's catalog (None: not needed)."""
 
     @property
     def frames_per_s(self) -> float:
@@ -665,18 +668,26 @@ def _register(config: PipelineConfig, result: PipelineResult) -> None:
     """Register the series and the run's outputs in the catalog (default ``OUT/catalog.yaml``).
 
     Entries: ``<series>`` (the FrameSeries) and ``<out>.denoised``, ``<out>.columns``,
-    ``<out>.frames`` linked to it. Products outside the catalog's folder are
-    recorded by absolute path.
+    ``<out>.frames`` linked to it. Products outside the catalog's folder (the series,
+    usually) are recorded relative to it through ``..`` when the catalog's folder and
+    every product share a folder below the filesystem root: the catalog moves with that
+    folder, and opening it trusts that folder as ``root`` (``result.catalog_root``;
+    CLI ``--root``). Otherwise they are recorded by absolute path (opened with
+    ``allow_absolute``).
     """
     from lowdose.store.catalog import product_entry, register_products, register_run_outputs
 
     out = Path(result.out)  # local: remote outputs are refused by PipelineConfig._check
     catalog = Path(config.catalog) if config.catalog else out / "catalog.yaml"
+    folder = catalog.resolve().parent
+    common = Path(os.path.commonpath([folder, Path(config.series).resolve(), out.resolve()]))
+    root = common if common != folder and common.parent != common else None
     series_name = _entry_name(Path(config.series).name.removesuffix(".zarr"))
     register_products(
         catalog,
         [product_entry(series_name, config.series, source="lowdose run")],
-        allow_absolute=True,
+        allow_absolute=root is None,
+        root=root,
     )
     register_run_outputs(
         catalog,
@@ -684,6 +695,8 @@ def _register(config: PipelineConfig, result: PipelineResult) -> None:
         prefix=_entry_name(out.name),
         series=series_name,
         source=f"lowdose run (model {config.model})",
-        allow_absolute=True,
+        allow_absolute=root is None,
+        root=root,
     )
     result.outputs["catalog"] = catalog
+    result.catalog_root = root

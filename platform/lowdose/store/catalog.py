@@ -621,11 +621,13 @@ def register_run_outputs(
     metadata: Mapping[str, Any] | None = None,
     source: str | None = None,
     allow_absolute: bool = False,
+    root: str | Path | None = None,
 ) -> list[CatalogEntry]:
     """Register what a pipeline run wrote into ``out_dir`` (see :data:`RUN_OUTPUTS`).
 
     Entries are named ``<prefix>.denoised``, ``<prefix>.columns``, ``<prefix>.frames``;
     missing outputs are skipped. ``series`` links them to their FrameSeries entry.
+    ``allow_absolute`` and ``root`` are as in :func:`register_products`.
     """
     out = Path(out_dir)
     entries = []
@@ -636,7 +638,7 @@ def register_run_outputs(
             entries.append(product_entry(name, product, kind, metadata, series=series, source=source))
     if not entries:
         raise CatalogError(f"{out}: no pipeline outputs found (expected any of {sorted(RUN_OUTPUTS)})")
-    register_products(catalog_path, entries, allow_absolute=allow_absolute)
+    register_products(catalog_path, entries, allow_absolute=allow_absolute, root=root)
     return entries
 
 

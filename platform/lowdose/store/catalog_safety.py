@@ -148,7 +148,8 @@ def check_location(location: str, entry: str, source: str, *, allow_absolute: bo
     Relative locations (``{CATALOG_DIR}/...``) may not start at a root nor climb
     (``..``) more than ``climb`` folders above the catalog's folder (0: not at
     all). Absolute paths and URLs with a scheme (``s3://``, ``file://``) are
-    refused unless ``allow_absolute`` is true.
+    refused unless ``allow_absolute`` is true, which trusts any location (so
+    relative ones may then climb too).
     """
     if location.startswith(CATALOG_DIR_PREFIX):
         relative = location[len(CATALOG_DIR_PREFIX) :]
@@ -160,10 +161,10 @@ def check_location(location: str, entry: str, source: str, *, allow_absolute: bo
             raise CatalogError(f"{source}: entry {entry!r} location {location!r} is not a relative path")
         parts = posixpath.normpath(relative).split("/")
         ups = len(parts) - len(list(itertools.dropwhile(lambda part: part == "..", parts)))
-        if ups > climb:
+        if ups > climb and not allow_absolute:
             raise CatalogError(
                 f"{source}: entry {entry!r} location {location!r} escapes the catalog folder "
-                "(only paths inside it are allowed; a trusted --root widens this)"
+                "(only paths inside it are allowed; a trusted root widens it: root=FOLDER, CLI --root)"
             )
         return
     if "{" in location:

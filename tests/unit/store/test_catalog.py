@@ -155,6 +155,7 @@ def test_products_outside_the_folder_need_a_root_or_absolute(tmp_path: Path) -> 
     with pytest.raises(CatalogError, match="escapes the catalog folder"):
         open_catalog(cat_path)
     assert open_catalog(cat_path, root=tmp_path).open("s").sizes["frame"] == 4
+    assert open_catalog(cat_path, allow_absolute=True).open("s").sizes["frame"] == 4  # trusts any location
     with pytest.raises(CatalogError, match="does not enclose"):
         open_catalog(cat_path, root=tmp_path / "data")
     abs_cat = tmp_path / "abs" / "c.yaml"
