@@ -41,7 +41,7 @@ class LowdoseAccessor:
     def _denoised(self, denoised: xr.Dataset | xr.DataArray | None, model: Any) -> xr.DataArray:
         if denoised is None:
             if "denoised" in self._ds:
-                return self._ds["denoised"]
+                return _frame_first(self._ds["denoised"])
             return self.denoise(model)["denoised"]
         if isinstance(denoised, xr.Dataset):
             if "denoised" not in denoised:
@@ -49,13 +49,13 @@ class LowdoseAccessor:
                     "lowdose accessor: the denoised dataset has no 'denoised' variable "
                     "(expected a DenoisedSeries)"
                 )
-            return denoised["denoised"]
+            return _frame_first(denoised["denoised"])
         if not isinstance(denoised, xr.DataArray):
             raise LowdoseInputError(
                 "lowdose accessor: denoised must be a DenoisedSeries dataset, its 'denoised' DataArray "
                 f"or None (denoise here), got {type(denoised).__name__}"
             )
-        return denoised
+        return _frame_first(denoised)
 
     def analyze(
         self,
@@ -79,26 +79,42 @@ class LowdoseAccessor:
             ``AnalysisConfig`` (or a dict of its fields).
         ground_truth
             Ground-truth column table (or its Parquet path) with a ``frame`` column.
+            ``lowdose analyze``/``run`` read ``NAME.columns.parquet`` beside a series
+            ``NAME.zarr`` by themselves; pass it here for the same tables (the true Pt
+            columns also set the particle region: see :mod:`lowdose.analysis.frame`).
         kernel
             Override the per-frame analysis kernel.
+
+        Frames are numbered by the dataset's ``frame`` coordinate (the series' own
+        frame numbers, also after ``.isel``/``.sel``), and ground truth is matched by it.
         """
         import pandas as pd
 
         from lowdose.parallel.analyze import analysis_config, analyze_arrays
+        from lowdose.parallel.denoise import _as_frame_chunks, series_counts
 
-        if "counts" not in self._ds:
+        counts = series_counts(self._ds, "lowdose accessor")
+        pixel_size = self._ds.attrs.get("pixel_size_A")
+        if not isinstance(pixel_size, int | float) or not pixel_size > 0:
             raise LowdoseInputError(
-                "lowdose accessor: the dataset has no 'counts' variable (expected a FrameSeries)"
+                f"lowdose accessor: the dataset's attrs['pixel_size_A'] is {pixel_size!r}; expected the "
+                "pixel size in Å > 0 (as a FrameSeries from lowdose.store.series.open_series records it)"
             )
-        counts = self._ds["counts"].data
-        den = self._denoised(denoised, model).data
+        den = self._denoised(denoised, model)
+        if den.shape != counts.shape:
+            raise LowdoseInputError(
+                f"lowdose accessor: denoised frames {den.shape} do not match the counts {counts.shape}"
+            )
+        data = _as_frame_chunks(counts, self._ds.attrs)
         truth = pd.read_parquet(ground_truth) if isinstance(ground_truth, str | Path) else ground_truth
         time_s = self._ds["time_s"].values if "time_s" in self._ds.coords else None
+        frames = self._ds["frame"].values if "frame" in self._ds.coords else None
         return analyze_arrays(
-            _as_dask(counts),
-            _as_dask(den),
-            pixel_size_A=float(self._ds.attrs["pixel_size_A"]),
+            data,
+            _as_dask(den.data, data.chunks),
+            pixel_size_A=float(pixel_size),
             time_s=time_s,
+            frames=frames,
             config=analysis_config(config),
             ground_truth=truth,
             kernel=kernel,
@@ -113,13 +129,27 @@ class LowdoseAccessor:
         return self.analyze(denoised, **kwargs)[1]
 
     def time_average(self, n: int = 40) -> xr.DataArray:
-        """Lazy sums of ``n`` consecutive frames (see :func:`lowdose.store.align.time_average`)."""
+        """Lazy sums of ``n`` consecutive frames (see :func:`lowdose.store.align.time_average`).
+
+        Each sum's ``frame`` is its first frame's number (the pipeline's
+        ``frames_avgN.parquet`` numbers the windows 0, 1, ...); a trailing partial block
+        is dropped. To analyse sums (rates scaled by ``n``), use ``lowdose analyze
+        --time-average N`` or ``time_average_frames`` in a pipeline.
+        """
         from lowdose.store.align import time_average
 
         return time_average(self._ds, n)
 
 
-def _as_dask(values: Any) -> Any:
+def _frame_first(denoised: xr.DataArray) -> xr.DataArray:
+    if set(denoised.dims) != {"frame", "y", "x"}:
+        raise LowdoseInputError(
+            f"lowdose accessor: denoised has dims {denoised.dims}; expected (frame, y, x)"
+        )
+    return denoised.transpose("frame", "y", "x")
+
+
+def _as_dask(values: Any, chunks: Any) -> Any:
     import dask.array as da
 
-    return values if isinstance(values, da.Array) else da.from_array(values, chunks=(-1, -1, -1))
+    return values if isinstance(values, da.Array) else da.from_array(values, chunks=chunks)

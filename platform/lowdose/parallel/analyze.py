@@ -112,6 +112,7 @@ def analyze_block(
     config: Any = None,
     ground_truth: pd.DataFrame | None = None,
     kernel: AnalyzeKernel | None = None,
+    frames: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Analyse every frame of a ``(frame, y, x)`` block; frame numbers start at ``frame_offset``.
 
@@ -131,6 +132,9 @@ def analyze_block(
         Ground-truth columns with a global ``frame`` column; each frame gets its rows.
     kernel
         Per-frame analysis function (default :func:`default_kernel`).
+    frames
+        The block's frame numbers, when they are not ``frame_offset``, ``frame_offset + 1``, ...
+        (a selection of a series' frames).
 
     Returns
     -------
@@ -145,8 +149,10 @@ def analyze_block(
     by_frame = dict(tuple(ground_truth.groupby("frame"))) if ground_truth is not None else {}
     tables: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
+    if frames is not None and len(frames) != counts.shape[0]:
+        raise LowdoseInputError(f"analyze: {len(frames)} frame numbers for {counts.shape[0]} frames")
     for i in range(counts.shape[0]):
-        frame = frame_offset + i
+        frame = int(frames[i]) if frames is not None else frame_offset + i
         truth = None
         if ground_truth is not None:
             truth = by_frame.get(frame, ground_truth.iloc[:0])
@@ -177,10 +183,12 @@ def analyze_arrays(
     config: Any = None,
     ground_truth: pd.DataFrame | None = None,
     kernel: AnalyzeKernel | None = None,
+    frames: np.ndarray | None = None,
 ) -> tuple[dd.DataFrame, dd.DataFrame]:
     """Lazy ColumnTable and FrameTable of dask ``(frame, y, x)`` arrays, one task per frame chunk.
 
-    The two arrays are aligned on ``counts``'s frame chunks. Arguments as
+    The two arrays are aligned on ``counts``'s frame chunks. ``frames``: the frame
+    numbers (default 0, 1, ...; ground truth is matched by them). Other arguments as
     :func:`analyze_block`.
     """
     import dask
@@ -194,17 +202,22 @@ def analyze_arrays(
     counts = counts.rechunk({1: -1, 2: -1})
     denoised = denoised.rechunk(counts.chunks)
     offsets = np.concatenate([[0], np.cumsum(counts.chunks[0])])
+    labels = np.arange(counts.shape[0]) if frames is None else np.asarray(frames).astype(np.int64)
+    if labels.shape != (counts.shape[0],):
+        raise LowdoseInputError(f"analyze: {labels.shape} frame numbers for {counts.shape[0]} frames")
     column_parts, frame_parts = [], []
     for i, (c_block, d_block) in enumerate(
         zip(counts.to_delayed().ravel(), denoised.to_delayed().ravel(), strict=True)
     ):
         start, stop = int(offsets[i]), int(offsets[i + 1])
+        block_frames = labels[start:stop]
         truth = None
         if ground_truth is not None:
-            truth = ground_truth[(ground_truth["frame"] >= start) & (ground_truth["frame"] < stop)]
+            truth = ground_truth[ground_truth["frame"].isin(block_frames)]
         parts = dask.delayed(analyze_block, nout=2)(
             c_block,
             d_block,
+            frames=None if frames is None else block_frames,
             frame_offset=start,
             pixel_size_A=pixel_size_A,
             time_s=None if time_s is None else np.asarray(time_s[start:stop]),

@@ -271,6 +271,62 @@ def _untransform(stack: np.ndarray, symmetry: tuple[bool, bool, bool]) -> np.nda
     return out[:, ::-1] if flip_y else out
 
 
+def check_device(device: str) -> str:
+    """``device`` if it names one (auto, cpu, cuda, cuda:N), else a :class:`LowdoseInputError`.
+
+    Checked when a graph is built: a worker's torch error says little. Whether the
+    device exists is checked on the worker (:func:`resolve_device`).
+    """
+    import re
+
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise LowdoseInputError(f"denoise: device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def series_counts(series: Any, what: str = "denoise") -> xr.DataArray:
+    """The ``counts`` of a FrameSeries dataset as a ``(frame, y, x)`` DataArray, checked.
+
+    Refused with a :class:`LowdoseInputError`: anything but an ``xarray.Dataset`` with
+    a ``counts`` variable, other dims than ``frame``, ``y``, ``x`` (any order: they are
+    put in that order), and float or complex counts (raw counts are whole numbers).
+    """
+    import xarray as xr
+
+    if isinstance(series, xr.DataArray):
+        raise LowdoseInputError(
+            f"{what}: expected a FrameSeries Dataset (lowdose.store.series.open_series), got a DataArray; "
+            "wrap one with da.to_dataset(name='counts', promote_attrs=True) and the series' attrs"
+        )
+    if not isinstance(series, xr.Dataset):
+        raise LowdoseInputError(f"{what}: expected a FrameSeries xarray.Dataset, got {type(series).__name__}")
+    if "counts" not in series:
+        raise LowdoseInputError(
+            f"{what}: the dataset has no 'counts' variable (expected a FrameSeries; "
+            f"has {sorted(map(str, series.data_vars))})"
+        )
+    counts = series["counts"]
+    if set(counts.dims) != {"frame", "y", "x"}:
+        raise LowdoseInputError(f"{what}: counts has dims {counts.dims}; expected (frame, y, x)")
+    if counts.dtype.kind not in "iub":
+        raise LowdoseInputError(
+            f"{what}: counts has dtype {counts.dtype}; expected integer electron counts "
+            "(a FrameSeries stores them unsigned)"
+        )
+    return counts.transpose("frame", "y", "x")
+
+
+def _as_frame_chunks(counts: xr.DataArray, attrs: dict[str, Any]) -> da.Array:
+    """Dask data of ``counts``: as it is when lazy, else in chunks of the series' ``chunk_frames``."""
+    import dask.array as da
+
+    if isinstance(counts.data, da.Array):
+        return counts.data
+    chunk = attrs.get("chunk_frames")
+    frames = int(chunk) if isinstance(chunk, int | np.integer) and chunk > 0 else 32
+    return da.from_array(counts.values, chunks=(frames, -1, -1))
+
+
 def check_tta(tta: int) -> int:
     """``tta`` if it is one of :data:`TTA_CHOICES`, else a :class:`LowdoseInputError`."""
     if tta not in TTA_CHOICES:
@@ -375,6 +431,7 @@ def denoise_array(
     if out_dtype not in ("float16", "float32"):
         raise LowdoseInputError(f"denoise: out_dtype must be float16 or float32, got {out_dtype!r}")
     check_tta(tta)
+    check_device(device)
     handle = model_handle(model)
     counts = counts.rechunk({1: -1, 2: -1})
     options = {
@@ -406,23 +463,16 @@ def denoise_series(
     """Lazy DenoisedSeries of a FrameSeries dataset (var ``denoised``, same grid and coords).
 
     Keyword arguments as :func:`denoise_array`. The result carries the source's
-    attrs plus ``model_id`` and ``model_sha256`` and the DenoisedSeries stamp.
+    attrs plus ``model_id`` and ``model_sha256`` and the DenoisedSeries stamp. Counts
+    held in memory are split into tasks of the series' ``chunk_frames`` (32 if absent).
     """
-    import dask.array as da
     import xarray as xr
 
     from lowdose.store.schema import Layout, stamp
 
-    if "counts" not in series:
-        raise LowdoseInputError("denoise: the dataset has no 'counts' variable (expected a FrameSeries)")
+    counts = series_counts(series, "denoise")
     handle = model_handle(model)
-    counts = series["counts"]
-    data = (
-        counts.data
-        if isinstance(counts.data, da.Array)
-        else da.from_array(counts.values, chunks=(-1, -1, -1))
-    )
-    denoised = denoise_array(data, handle, **kwargs)
+    denoised = denoise_array(_as_frame_chunks(counts, series.attrs), handle, **kwargs)
     keep_attrs = {k: v for k, v in series.attrs.items() if not k.startswith("lowdose_")}
     out = xr.Dataset(
         {"denoised": (counts.dims, denoised, {"units": "expected counts per pixel"})},

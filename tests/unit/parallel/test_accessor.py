@@ -46,7 +46,7 @@ def test_columns_and_frames_lazy_equal_eager(series, handle, chunked, tmp_path):
     with dask.config.set(scheduler=_no_compute):
         columns, frames = ds.lowdose.analyze(model=handle, kernel=toy_analyze_frame, ground_truth=truth)
     assert isinstance(columns, dd.DataFrame) and isinstance(frames, dd.DataFrame)
-    assert columns.npartitions == (3 if chunked else 1)
+    assert columns.npartitions == 3  # in memory too: tasks of the series' chunk_frames (4)
     counts = series["counts"].values
     eager_columns, eager_frames = analyze_block(
         counts,
@@ -96,3 +96,40 @@ def test_wrong_arguments_are_named_errors(series, handle):
     no_counts = series[["time_s"]] if "time_s" in series.data_vars else series.drop_vars("counts")
     with pytest.raises(LowdoseInputError, match="no 'counts' variable"):
         no_counts.lowdose.time_average(2)
+
+
+@pytest.mark.parametrize("selection", [slice(3, 8), [0, 5, 8]])
+def test_a_selection_keeps_the_series_frame_numbers_and_their_ground_truth(series, handle, selection):
+    truth = pd.DataFrame({"frame": [0, 0, 5], "x_px": [1.0, 2.0, 3.0], "y_px": [1.0, 2.0, 3.0]})
+    options = {"model": handle, "kernel": toy_analyze_frame, "ground_truth": truth}
+    full = series.lowdose.frames(**options).compute().set_index("frame")
+    picked = series.isel(frame=selection)
+    part = picked.lowdose.frames(**options).compute().set_index("frame")
+    assert part.index.tolist() == picked["frame"].values.tolist()
+    pd.testing.assert_frame_equal(part, full.loc[part.index])
+    assert part.loc[5, "n_truth"] == 1
+    columns = picked.lowdose.columns(**options).compute()
+    assert set(columns["frame"]) <= set(part.index)
+
+
+def test_dims_in_another_order_are_put_back_in_frame_y_x_order(series, handle):
+    plain = series.lowdose.denoise(handle, device="cpu")["denoised"]
+    turned = series.transpose("y", "x", "frame").lowdose.denoise(handle, device="cpu")["denoised"]
+    assert turned.dims == ("frame", "y", "x")
+    np.testing.assert_array_equal(turned.values, plain.values)
+
+
+def test_what_is_not_a_frame_series_is_refused_when_the_graph_is_built(series, handle):
+    from lowdose.errors import LowdoseInputError
+    from lowdose.parallel.denoise import denoise_series
+
+    with dask.config.set(scheduler=_no_compute):
+        with pytest.raises(LowdoseInputError, match="got a DataArray"):
+            denoise_series(series["counts"], handle)
+        with pytest.raises(LowdoseInputError, match="dtype float32; expected integer electron counts"):
+            series.assign(counts=series["counts"] * np.float32(0.7)).lowdose.denoise(handle)
+        with pytest.raises(LowdoseInputError, match="device 'gpu': expected auto, cpu, cuda or cuda:N"):
+            series.lowdose.denoise(handle, device="gpu")
+        bare = series.lowdose.time_average(4).to_dataset(name="counts")
+        with pytest.raises(LowdoseInputError, match=r"attrs\['pixel_size_A'\] is None"):
+            bare.lowdose.columns(model=handle)
