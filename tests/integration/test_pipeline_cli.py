@@ -131,6 +131,7 @@ def test_analyze_reads_analysis_settings_at_top_level_or_as_a_pipeline_block(inp
         ],
     )
     assert isinstance(result.exception, ConfigError) and "detection_treshold" in str(result.exception)
+    assert "bad.yaml" in str(result.exception)
     assert not (tmp_path / "bad").exists()
 
 
@@ -151,6 +152,69 @@ def test_bad_inputs_are_one_line_errors(inputs, tmp_path):
     result = runner.invoke(app, ["denoise", str(series), "--out", str(tmp_path / "o"), "--tta", "3"])
     assert isinstance(result.exception, LowdoseInputError) and "'tta'" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_frames_denoised_from_another_series_of_the_same_shape_are_refused(inputs, scheduler, tmp_path):
+    import shutil
+
+    from lowdose.errors import LowdoseInputError
+    from lowdose.store.series import update_series_attrs
+
+    _, series, model = inputs
+    one, other = tmp_path / "one.zarr", tmp_path / "other.zarr"
+    for seed, path in enumerate((one, other)):
+        shutil.copytree(series, path)
+        update_series_attrs(path, {"synthetic_seed": seed})
+    common = ["--scheduler", scheduler, "--quiet", "--no-catalog"]
+    result = runner.invoke(
+        app, ["denoise", str(one), "--out", str(tmp_path / "d1"), "--model", str(model), *common]
+    )
+    assert result.exit_code == 0, result.output
+    den = str(tmp_path / "d1" / "denoised.zarr")
+    result = runner.invoke(
+        app, ["analyze", str(other), "--denoised", den, "--out", str(tmp_path / "a2"), *common]
+    )
+    assert isinstance(result.exception, LowdoseInputError)
+    assert f"denoised from {one.resolve()}, not from {other}" in str(result.exception)
+    assert "synthetic_seed differs" in str(result.exception) and not (tmp_path / "a2").exists()
+    result = runner.invoke(
+        app, ["analyze", str(one), "--denoised", den, "--out", str(tmp_path / "a1"), *common]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_a_catalog_that_cannot_take_the_entries_is_refused_before_the_run(inputs, scheduler, tmp_path):
+    _, series, model = inputs
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "catalog.yaml").write_text("x: [\n")
+    result = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(series),
+            "--out",
+            str(out),
+            "--model",
+            str(model),
+            "--scheduler",
+            scheduler,
+            "--quiet",
+        ],
+    )
+    assert isinstance(result.exception, CatalogError) and "catalog.yaml: not safe plain YAML" in str(
+        result.exception
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["catalog.yaml"]  # nothing denoised, nothing removed
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        yaml.safe_dump({"series": str(series), "out": "run2", "model": str(model), "catalog": "."})
+    )
+    result = runner.invoke(app, ["run", str(pipeline), "--scheduler", scheduler, "--quiet"])
+    assert isinstance(result.exception, CatalogError) and "is a folder; the catalog is a YAML file" in str(
+        result.exception
+    )
+    assert not (tmp_path / "run2").exists()
 
 
 def test_a_failed_run_removes_only_the_out_folder_it_created(inputs, scheduler, tmp_path):

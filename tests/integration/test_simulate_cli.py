@@ -72,6 +72,15 @@ def test_bad_invocations_exit_2(tmp_path):
     bad.write_text("particles: [PtNp9]\n")
     proc = _lowdose("simulate", str(bad), "--out", str(tmp_path / "y.zarr"), check=False)
     assert proc.returncode == 2 and "grid.yaml" in proc.stderr and "Traceback" not in proc.stderr
+    for flags, message in (
+        (["--memory-limit", "lots"], "--memory-limit lots: expected a size"),
+        (["--workers", "-2"], "--workers"),
+    ):
+        proc = _lowdose(
+            "simulate", "--preset", "tiny", "--out", str(tmp_path / "z.zarr"), *flags, check=False
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not (tmp_path / "z.zarr").exists()  # refused before the store is made
 
 
 def test_simulate_series_writes_frames_clean_and_ground_truth(tmp_path):

@@ -35,6 +35,12 @@ def test_bad_value_and_bad_yaml(tmp_path: Path) -> None:
         load_config(ExampleConfig, path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(ExampleConfig, tmp_path / "missing.yaml")
+    for empty in ("", "# only a comment\n"):  # not "all defaults": for simulate that is the paper grid
+        path.write_text(empty)
+        with pytest.raises(ConfigError, match=r"c\.yaml: the config file is empty"):
+            load_config(ExampleConfig, path)
+    path.write_text("{}\n")
+    assert load_config(ExampleConfig, path) == ExampleConfig()
 
 
 def test_wrong_version_and_assignment_validation(tmp_path: Path) -> None:

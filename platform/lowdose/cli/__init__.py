@@ -46,11 +46,19 @@ def _register_all() -> None:
 _register_all()
 
 
+PATH_ERRNOS = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS}
+)
+"""OSErrors about a path the user named (an output folder that cannot be made, a file in the way)."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lowdose`` console script.
 
-    User errors (:class:`~lowdose.errors.LowdoseInputError`) and a full disk are
-    printed on one line to stderr and exit with code 2; nothing else is swallowed.
+    User errors (:class:`~lowdose.errors.LowdoseInputError`), a full disk and a path
+    that cannot be created or written (no such folder, not a folder, permission
+    denied, read-only file system: an OSError naming the file) are printed on one line
+    to stderr and exit with code 2; nothing else is swallowed.
     """
     try:
         app(args=argv, standalone_mode=True)
@@ -59,9 +67,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except OSError as err:
         # A full disk wherever no store-specific message caught it: still one line, naming the file.
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise
-        where = err.filename or "output"
-        reason = os.strerror(err.errno)
-        print(f"lowdose: error: {where}: out of storage ({reason}); free space and re-run", file=sys.stderr)
-        raise SystemExit(2) from None
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            where = err.filename or "output"
+            reason = os.strerror(err.errno)
+            print(
+                f"lowdose: error: {where}: out of storage ({reason}); free space and re-run", file=sys.stderr
+            )
+            raise SystemExit(2) from None
+        if err.errno in PATH_ERRNOS and err.filename is not None:
+            print(f"lowdose: error: {err.filename}: {os.strerror(err.errno)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise

@@ -61,6 +61,10 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{analysis}: cannot read the analysis YAML") from None
             if isinstance(block, dict) and set(block) == {"analysis"} and isinstance(block["analysis"], dict):
                 block = block["analysis"]  # the `analysis:` block copied from a pipeline YAML
+            from lowdose.analysis.frame import AnalysisConfig
+            from lowdose.config.base import validate_config
+
+            validate_config(AnalysisConfig, block, str(analysis))  # errors name the file
         data = {
             "series": str(series),
             "out": str(out),

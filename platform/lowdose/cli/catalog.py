@@ -140,24 +140,17 @@ def register(app: typer.Typer) -> None:
         series: str | None = typer.Option(None, "--series", help="FrameSeries entry this derives from."),
         meta: list[str] = typer.Option([], "--meta", help="Extra metadata KEY=VALUE (repeatable)."),
         allow_absolute: bool = typer.Option(False, "--allow-absolute", help="Record by absolute path."),
+        replace: bool = typer.Option(False, "--replace", help="Replace an entry of the same name."),
     ) -> None:
         """Register a product (metadata read from it) in a catalog, creating the catalog if needed."""
-        from lowdose.store.catalog import register as register_product
+        from lowdose.store.catalog import product_entry, register_products
 
         extra = {}
         for item in meta:
             key, value = parse_criterion(item)
             extra[key] = value
-        register_product(
-            catalog,
-            name,
-            path,
-            kind,
-            extra,
-            series=series,
-            source="lowdose catalog add",
-            allow_absolute=allow_absolute,
-        )
+        entry = product_entry(name, path, kind, extra, series=series, source="lowdose catalog add")
+        register_products(catalog, [entry], allow_absolute=allow_absolute, replace=replace)
         typer.echo(f"registered {name} in {catalog}")
 
     @group.command("remove")

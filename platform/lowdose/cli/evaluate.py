@@ -64,7 +64,10 @@ def register(app: typer.Typer) -> None:
 
         # Everything that can be checked without computing is checked before a cluster starts:
         # the experiment, its --option values, --model, --data and the backend name.
+        from lowdose.store.location import check_output_folder
+
         options = dict(parse_option(text) for text in option)
+        check_output_folder(out)
         check_inputs(experiment, data, model=model, options=options)
         resolve_backend_name(cluster or "auto", scheduler)
         markdown: Path | None = None

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         ),
         scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running scheduler."),
         workers: int | None = typer.Option(
-            None, "--workers", "--n-workers", help="LocalCluster worker processes."
+            None, "--workers", "--n-workers", min=1, help="LocalCluster worker processes."
         ),
         memory_limit: str = typer.Option("4GB", "--memory-limit", help="Memory limit per worker."),
         preview: bool = typer.Option(False, "--preview", help="Also write PATH.preview.png (contact sheet)."),
@@ -34,6 +34,15 @@ def register(app: typer.Typer) -> None:
 
         if (config_path is None) == (preset is None):
             raise ConfigError("lowdose simulate: give exactly one of CONFIG.yaml or --preset")
+        from dask.utils import parse_bytes
+
+        try:  # before the store is made
+            if memory_limit != "auto":
+                parse_bytes(memory_limit)
+        except ValueError:
+            raise ConfigError(
+                f"--memory-limit {memory_limit}: expected a size such as 4GB, 2.5GiB or 800MB (or auto)"
+            ) from None
         if preset is not None:
             config = load_preset(preset)
         else:

@@ -21,10 +21,9 @@ EARLIER_RUN = (
 
 def earlier_run(out: Path) -> list[str]:
     """The files of an earlier training run in ``out`` (none for a new or empty folder)."""
-    from lowdose.errors import LowdoseInputError
+    from lowdose.store.location import check_output_folder
 
-    if out.exists() and not out.is_dir():
-        raise LowdoseInputError(f"--out {out}: exists and is not a folder")
+    check_output_folder(out)
     return [name for name in EARLIER_RUN if (out / name).exists()]
 
 
@@ -71,7 +70,9 @@ def register(app: typer.Typer) -> None:
 
         if resume and overwrite:
             raise LowdoseInputError("--resume and --overwrite: give one (continue OUT or start it over)")
-        found = [] if resume else earlier_run(out)
+        found = earlier_run(out)
+        if resume:
+            found = []
         if found and not overwrite:
             refuse_earlier_run(out, found)
         config = load_config(TrainingConfig, config_path)

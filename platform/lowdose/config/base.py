@@ -88,7 +88,7 @@ def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:
     Raises
     ------
     ConfigError
-        If the file is missing, is not YAML, or does not validate; the message
+        If the file is missing, empty, not YAML, or does not validate; the message
         names the file and the offending key.
     """
     path = Path(path)
@@ -102,6 +102,10 @@ def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:  # an empty file would silently mean "all defaults" (for simulate: the paper grid)
+        raise ConfigError(
+            f"{path}: the config file is empty; expected a YAML mapping of settings ({{}} for the defaults)"
+        )
     return validate_config(cls, data, str(path))
 
 

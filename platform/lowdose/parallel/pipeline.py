@@ -380,6 +380,32 @@ def _check_out(out: StorePath, inputs: dict[str, StorePath], overwrite: bool) ->
             )
 
 
+SERIES_IDENTITY_ATTRS = (
+    "sources",
+    "synthetic_seed",
+    "synthetic_particle",
+    "synthetic_n_frames",
+    "synthetic_defocus_nm",
+)
+"""FrameSeries attrs that tell series apart; a DenoisedSeries carries its series' copies."""
+
+
+def _refuse_other_series(denoised: Any, den_attrs: Any, series: Any, series_attrs: Any) -> None:
+    """Refuse denoised frames whose record of their series differs from ``series``'s own attrs.
+
+    A DenoisedSeries keeps its FrameSeries' attrs; the ingested sources (with their
+    sha256) or the synthetic series' seed and spec identify the series, so frames
+    denoised from another series of the same shape are not analysed against it.
+    """
+    for key in SERIES_IDENTITY_ATTRS:
+        if key in den_attrs and key in series_attrs and den_attrs[key] != series_attrs[key]:
+            made_from = den_attrs.get("source_series", "another series")
+            raise LowdoseInputError(
+                f"{denoised}: denoised from {made_from}, not from {series} (the series' {key} differs); "
+                "name the DenoisedSeries of this series, or denoise it (lowdose denoise)"
+            )
+
+
 class _Run:
     """State of one pipeline invocation (keeps :func:`run_pipeline` readable)."""
 
@@ -401,6 +427,10 @@ class _Run:
         if config.denoised is not None and "denoise" not in config.stages:
             inputs["denoised"] = config.location("denoised")
         _check_out(self.out, inputs, overwrite)
+        if config.register_catalog:  # a catalog that cannot take the entries fails now, not after the run
+            from lowdose.store.catalog import check_catalog_target
+
+            check_catalog_target(config.catalog or Path(self.out.location) / "catalog.yaml")
         if overwrite:
             outputs.remove_run_outputs(self.out)
         self.out.mkdir()
@@ -473,11 +503,13 @@ class _Run:
         """The denoised frames as a dask array aligned with ``self.counts``."""
         c = self.config
         if "denoise" not in c.stages:
-            den = outputs.open_denoised(self._denoised_path())["denoised"].data
+            stored = outputs.open_denoised(self._denoised_path())
+            den = stored["denoised"].data
             if den.shape != self.counts.shape:
                 raise LowdoseInputError(
                     f"{c.denoised}: denoised shape {den.shape} does not match the series {self.counts.shape}"
                 )
+            _refuse_other_series(c.denoised, stored.attrs, c.series, self.series.attrs)
             return den.rechunk(self.counts.chunks)
         from lowdose.parallel.denoise import denoise_array
 

@@ -87,6 +87,15 @@ class CatalogEntry:
     """fsspec options for remote locations (never credentials: use the environment for those)."""
 
 
+def product_kind(kind: ProductKind | str) -> ProductKind:
+    """``kind`` as a :class:`ProductKind`; an unknown name is a CatalogError listing the kinds."""
+    try:
+        return ProductKind(kind)
+    except ValueError:
+        kinds = ", ".join(str(k) for k in ProductKind)
+        raise CatalogError(f"kind {kind!r}: expected one of {kinds}") from None
+
+
 def product_entry(
     name: str,
     path: str | Path,
@@ -113,11 +122,13 @@ def product_entry(
     source
         Free text: the command or files that produced it.
     """
+    if kind is not None:
+        kind = product_kind(kind)  # a misspelt kind is named before the product is read
     meta = product_metadata(path)
     found = meta.pop("kind", None)
     if kind is None and found is None:
         raise CatalogError(f"{path}: cannot tell what kind of product this is; pass kind=")
-    chosen = ProductKind(kind if kind is not None else found)
+    chosen = product_kind(kind if kind is not None else found)
     if found is not None and kind is not None and str(found) != str(chosen):
         raise CatalogError(f"{path}: the product says it is a {found}, not a {chosen}")
     meta.setdefault("created", now_utc())
@@ -180,7 +191,7 @@ class LowdoseCatalog:
         """Entry names, in catalog order, optionally only those of one ``kind``."""
         if kind is None:
             return list(self.entries)
-        wanted = ProductKind(kind)
+        wanted = product_kind(kind)
         return [n for n, e in self.entries.items() if e.kind == wanted]
 
     def location(self, name: str) -> str:
@@ -524,6 +535,21 @@ def _empty_catalog(description: str = "") -> dict[str, Any]:
     return {"version": 2, "metadata": meta, "entries": {}, "data": {}, "aliases": {}, "user_parameters": {}}
 
 
+def check_catalog_target(catalog_path: str | Path) -> None:
+    """Refuse, before any work, a catalog path that :func:`register_products` would refuse later.
+
+    A folder, a file that is not a lowdose catalog, or a URL (lowdose writes local
+    catalogs only) is a :class:`CatalogError`; a missing file is fine (it is created).
+    """
+    if has_scheme(str(catalog_path)):
+        raise CatalogError(f"{catalog_path}: lowdose writes local catalogs only")
+    path = Path(catalog_path)
+    if path.is_dir():
+        raise CatalogError(f"{path}: is a folder; the catalog is a YAML file (e.g. {path / 'catalog.yaml'})")
+    if path.exists():
+        validate_catalog_dict(_read_raw(str(path)), str(path), allow_absolute=True, climb=10**6)
+
+
 def register_products(
     catalog_path: str | Path,
     entries: Iterable[CatalogEntry],
@@ -577,7 +603,10 @@ def register_products(
             raw[key] = dict(raw.get(key) or {})
         for entry in items:
             if not replace and entry.name in raw["entries"]:
-                raise CatalogError(f"{path}: entry {entry.name!r} exists (replace=False)")
+                raise CatalogError(
+                    f"{path}: entry {entry.name!r} exists; choose another name, or replace it "
+                    "(replace=True; CLI --replace)"
+                )
             trusted = Path(root).resolve() if root is not None else None
             record, data = _entry_dicts(entry, folder, allow_absolute, trusted)
             raw["entries"][entry.name] = record

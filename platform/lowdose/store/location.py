@@ -45,6 +45,29 @@ def as_location(value: Any) -> Any:
     return value
 
 
+def check_output_folder(out: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Refuse a local output folder that is a file or lies in a zarr store; return it as a Path.
+
+    A command's outputs (reports, checkpoints, tables) go in a folder of their own:
+    written inside a SimulationSet or FrameSeries they would mix with its arrays. A
+    folder holding ``zarr.json`` (zarr v3) or ``.zgroup``/``.zarray`` (v2), at ``out``
+    or above it, is a store.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{flag} {out}: exists and is not a folder; choose a folder for the outputs")
+    for folder in (path.resolve(), *path.resolve().parents):
+        if any((folder / marker).is_file() for marker in ("zarr.json", ".zgroup", ".zarray")):
+            where = (
+                "is the zarr store" if folder == path.resolve() else f"lies inside the zarr store {folder}"
+            )
+            raise StoreError(f"{flag} {out}: {where}; the outputs go in a folder of their own")
+    existing = next(folder for folder in (path.resolve(), *path.resolve().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(f"{flag} {out}: cannot write there ({existing} is not a writable folder)")
+    return path
+
+
 @dataclass(frozen=True)
 class StorePath:
     """A local path or an fsspec URL, with the fsspec options that reach it."""

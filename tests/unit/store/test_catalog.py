@@ -393,6 +393,20 @@ def test_cli_list_show_search_add(shared: Path, tmp_path: Path, monkeypatch: pyt
         monkeypatch=monkeypatch,
     )
     assert open_catalog(new).describe("x")["metadata"]["operator"] == "ann"
+    again = run_cli("add", "x", "data/series.zarr", "--catalog", str(new), cwd=tmp_path)
+    assert again.returncode == 2 and "entry 'x' exists" in again.stderr and "--replace" in again.stderr
+    assert open_catalog(new).describe("x")["kind"] == "FrameTable"  # kept
+    invoke(
+        "add",
+        "x",
+        "data/series.zarr",
+        "--catalog",
+        str(new),
+        "--replace",
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
+    )
+    assert open_catalog(new).describe("x")["kind"] == "FrameSeries"
     invoke("remove", "x", "--catalog", str(new), cwd=tmp_path, monkeypatch=monkeypatch)
     assert open_catalog(new).list() == []
     out = invoke("list", cwd=REPO, monkeypatch=monkeypatch)
@@ -403,6 +417,10 @@ def test_cli_errors_are_one_line_exit_2(shared: Path, tmp_path: Path) -> None:
     out = run_cli("show", "nope", "--catalog", str(shared / "lowdose.yaml"), cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "no entry 'nope'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    for command in (["add", "x", str(shared), "--kind", "simulation"], ["list", "--kind", "simulation"]):
+        out = run_cli(*command, "--catalog", str(shared / "lowdose.yaml"), cwd=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "kind 'simulation': expected one of SimulationSet, FrameSeries" in out.stderr
 
 
 def test_a_link_to_a_missing_series_is_refused_and_the_catalog_kept(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from lowdose.errors import StoreError
 from lowdose.parallel import outputs
-from lowdose.store.location import StorePath, as_location, is_url
+from lowdose.store.location import StorePath, as_location, check_output_folder, is_url
 from lowdose.store.schema import ground_truth_location, ground_truth_path
 
 
@@ -90,3 +90,43 @@ def test_progress_parts_and_tables(root):
     (parts / outputs.part_name(1)).unlink()
     with pytest.raises(StoreError, match="part-000001"):
         outputs.consolidate(parts, target, [0, 1, 2])
+
+
+def test_an_output_folder_in_a_zarr_store_or_on_a_file_is_refused(tmp_path: Path) -> None:
+    import zarr
+
+    store = tmp_path / "set.zarr"
+    zarr.open_group(store, mode="w")
+    (tmp_path / "notes.txt").write_text("x")
+    refused = {
+        store: "is the zarr store",
+        store / "report": f"lies inside the zarr store {store}",
+        tmp_path / "notes.txt": "exists and is not a folder",
+        tmp_path / "notes.txt" / "sub": "notes.txt is not a writable folder",
+    }
+    for out, message in refused.items():
+        with pytest.raises(StoreError, match=message):
+            check_output_folder(out)
+    assert check_output_folder(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert not (tmp_path / "new").exists()  # checked, not created
+
+
+def test_cli_names_a_path_it_cannot_create_on_one_line(tmp_path: Path, capsys) -> None:
+    from lowdose.cli import main
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "simulate",
+                "--preset",
+                "tiny",
+                "--out",
+                str(tmp_path / "notes.txt" / "s.zarr"),
+                "--workers",
+                "1",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt" in err[0] and err[0].startswith("lowdose: error: "), err
