@@ -131,6 +131,7 @@ def simulate_series(
     """
     from tqdm import tqdm
 
+    from lowdose.store.location import check_creatable
     from lowdose.store.series import append_frames, create_frame_series, series_attrs
 
     spec = spec or SeriesSpec()
@@ -141,6 +142,11 @@ def simulate_series(
         raise StoreError(f"--size {spec.size_px}: expected 16..{n_cell - 16} pixels (the 5 nm model)")
     if spec.n_frames < 1:
         raise StoreError(f"--frames {spec.n_frames}: expected at least 1 frame")
+    check_creatable(out)
+    if out.exists() and not (out / "zarr.json").is_file():
+        raise StoreError(
+            f"--out {out}: exists and is not a FrameSeries store; remove it or choose another path"
+        )
     if out.exists():
         found = series_attrs(out)
         differ = _spec_differences(found, spec)

@@ -62,10 +62,16 @@ def check_output_folder(out: str | os.PathLike[str], flag: str = "--out") -> Pat
                 "is the zarr store" if folder == path.resolve() else f"lies inside the zarr store {folder}"
             )
             raise StoreError(f"{flag} {out}: {where}; the outputs go in a folder of their own")
-    existing = next(folder for folder in (path.resolve(), *path.resolve().parents) if folder.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise StoreError(f"{flag} {out}: cannot write there ({existing} is not a writable folder)")
+    check_creatable(path, flag)
     return path
+
+
+def check_creatable(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Refuse a local path whose nearest existing folder is a file or cannot be written."""
+    resolved = Path(path).resolve()
+    existing = next(folder for folder in (resolved, *resolved.parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(f"{flag} {path}: cannot write there ({existing} is not a writable folder)")
 
 
 @dataclass(frozen=True)

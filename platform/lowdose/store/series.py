@@ -129,6 +129,8 @@ def _open_group(location: str, mode: str, storage_options: Mapping[str, Any] | N
     try:
         return zarr.open_group(location, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
     except FileNotFoundError as err:
+        if mode in ("w", "w-", "a"):  # creating: the folder it goes in is missing or cannot be made
+            raise StoreError(f"{location}: cannot create the zarr store there ({err})") from None
         raise StoreError(f"{location}: no zarr store here ({err})") from None
     except (ValueError, KeyError, OSError) as err:
         raise StoreError(f"{location}: cannot open as a zarr v3 store ({err})") from None

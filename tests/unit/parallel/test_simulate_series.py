@@ -75,3 +75,15 @@ def test_store_rendered_with_the_old_temporal_envelope_is_refused(tmp_path):
     )
     with pytest.raises(StoreError, match=r"focal_nodes 0\.0, this version renders with 7\.0"):
         simulate_series(out, SPEC, progress=False)
+
+
+def test_an_out_that_is_no_store_or_cannot_be_made_is_named(tmp_path):
+    unrelated = tmp_path / "notes"
+    unrelated.mkdir()
+    (unrelated / "a.txt").write_text("mine")
+    with pytest.raises(StoreError, match="exists and is not a FrameSeries store"):
+        simulate_series(unrelated, SeriesSpec(n_frames=2, size_px=64))
+    assert [p.name for p in unrelated.iterdir()] == ["a.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match=r"cannot write there \(.*file is not a writable folder\)"):
+        simulate_series(tmp_path / "file" / "s.zarr", SeriesSpec(n_frames=2, size_px=64))
