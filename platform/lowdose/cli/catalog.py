@@ -143,12 +143,15 @@ def register(app: typer.Typer) -> None:
         replace: bool = typer.Option(False, "--replace", help="Replace an entry of the same name."),
     ) -> None:
         """Register a product (metadata read from it) in a catalog, creating the catalog if needed."""
+        from lowdose.errors import LowdoseInputError
         from lowdose.store.catalog import product_entry, register_products
 
         extra = {}
         for item in meta:
-            key, value = parse_criterion(item)
-            extra[key] = value
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise LowdoseInputError(f"--meta {item!r}: expected KEY=VALUE")
+            extra[key.strip()] = text.strip()
         entry = product_entry(name, path, kind, extra, series=series, source="lowdose catalog add")
         register_products(catalog, [entry], allow_absolute=allow_absolute, replace=replace)
         typer.echo(f"registered {name} in {catalog}")

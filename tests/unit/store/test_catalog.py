@@ -393,6 +393,10 @@ def test_cli_list_show_search_add(shared: Path, tmp_path: Path, monkeypatch: pyt
         monkeypatch=monkeypatch,
     )
     assert open_catalog(new).describe("x")["metadata"]["operator"] == "ann"
+    bad_meta = run_cli(
+        "add", "y", "data/series.zarr", "--catalog", str(new), "--meta", "novalue", cwd=tmp_path
+    )
+    assert bad_meta.returncode == 2 and "--meta 'novalue': expected KEY=VALUE" in bad_meta.stderr
     again = run_cli("add", "x", "data/series.zarr", "--catalog", str(new), cwd=tmp_path)
     assert again.returncode == 2 and "entry 'x' exists" in again.stderr and "--replace" in again.stderr
     assert open_catalog(new).describe("x")["kind"] == "FrameTable"  # kept
