@@ -289,3 +289,15 @@ def test_overwrite_deletes_only_the_runs_own_outputs_and_never_an_input(tmp_path
     with pytest.raises(LowdoseInputError, match=r"notes\.txt exists and is not a folder"):
         run_pipeline(_config(series, tmp_path / "notes.txt"), client, model=handle)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_series_identity_compares_the_sources_data_not_where_they_were_read():
+    from lowdose.errors import LowdoseInputError
+    from lowdose.parallel.pipeline import _refuse_other_series
+
+    record = {"path": "/a/x.tif", "dataset": None, "sha256": "ab", "n_frames": 4, "size_bytes": 9}
+    moved = {**record, "path": "/b/x.tif"}
+    _refuse_other_series("d", {"sources": [record]}, "s", {"sources": [moved]})  # same data, moved
+    with pytest.raises(LowdoseInputError, match="the series' sources differs"):
+        _refuse_other_series("d", {"sources": [record]}, "s", {"sources": [{**record, "sha256": "cd"}]})
+    _refuse_other_series("d", {"synthetic_seed": 1}, "s", {})  # not recorded on one side: not compared

@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lowdose.cli import app
+from lowdose.errors import StoreError
 from lowdose.models.artefact import save_artefact
 from lowdose.models.registry import build
 from lowdose.parallel.outputs import open_denoised, read_table
@@ -215,6 +216,17 @@ def test_a_catalog_that_cannot_take_the_entries_is_refused_before_the_run(inputs
         result.exception
     )
     assert not (tmp_path / "run2").exists()
+    (tmp_path / "notes.txt").write_text("x")
+    pipeline.write_text(
+        yaml.safe_dump(
+            {"series": str(series), "out": "run3", "model": str(model), "catalog": "notes.txt/c.yaml"}
+        )
+    )
+    result = runner.invoke(app, ["run", str(pipeline), "--scheduler", scheduler, "--quiet"])
+    assert isinstance(result.exception, StoreError) and "notes.txt is not a writable folder" in str(
+        result.exception
+    )
+    assert not (tmp_path / "run3").exists()
 
 
 def test_a_failed_run_removes_only_the_out_folder_it_created(inputs, scheduler, tmp_path):

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     User errors (:class:`~lowdose.errors.LowdoseInputError`), a full disk and a path
     that cannot be created or written (no such folder, not a folder, permission
     denied, read-only file system: an OSError naming the file) are printed on one line
-    to stderr and exit with code 2; nothing else is swallowed.
+    to stderr and exit with code 2; other exceptions keep their traceback. Commands
+    check their output paths first, so the path named is normally one the user gave.
     """
     try:
         app(args=argv, standalone_mode=True)

@@ -117,10 +117,15 @@ def run_and_report(data: dict[str, Any], source: str, overwrite: bool) -> None:
     )
     for name, path in result.outputs.items():
         typer.echo(f"{name:9s} {Path(path)}")
-    if result.catalog_root is not None:  # the series lies outside the catalog's folder
-        catalog = result.outputs["catalog"]
+    catalog = result.outputs.get("catalog")
+    if result.catalog_absolute:  # some product is recorded by absolute path
         typer.echo(
-            f"the catalog reaches {result.catalog_root} (its series is outside {Path(catalog).parent}): "
+            f"the catalog names products by absolute path: open it with --allow-absolute, e.g. "
+            f"lowdose dashboard --catalog {catalog} --allow-absolute"
+        )
+    elif result.catalog_root is not None:  # some product lies outside the catalog's folder
+        typer.echo(
+            f"the catalog reaches {result.catalog_root} (products outside {Path(str(catalog)).parent}): "
             f"open it with that folder as root, e.g. "
             f"lowdose dashboard --catalog {catalog} --root {result.catalog_root}"
         )

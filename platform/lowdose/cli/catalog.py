@@ -7,6 +7,7 @@ variable, else ``catalogs/demo.yaml``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,8 @@ def register(app: typer.Typer) -> None:
         extra = {}
         for item in meta:
             key, sep, text = item.partition("=")
-            if not sep or not key.strip():
-                raise LowdoseInputError(f"--meta {item!r}: expected KEY=VALUE")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", key.strip()):
+                raise LowdoseInputError(f"--meta {item!r}: expected KEY=VALUE (KEY: letters, digits, _ . -)")
             extra[key.strip()] = text.strip()
         entry = product_entry(name, path, kind, extra, series=series, source="lowdose catalog add")
         register_products(catalog, [entry], allow_absolute=allow_absolute, replace=replace)

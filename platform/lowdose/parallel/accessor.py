@@ -13,9 +13,11 @@ level.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xarray as xr
 
 from lowdose.errors import LowdoseInputError
@@ -95,7 +97,11 @@ class LowdoseAccessor:
 
         counts = series_counts(self._ds, "lowdose accessor")
         pixel_size = self._ds.attrs.get("pixel_size_A")
-        if not isinstance(pixel_size, int | float) or not pixel_size > 0:
+        if (
+            not isinstance(pixel_size, numbers.Real)
+            or isinstance(pixel_size, bool)
+            or not float(pixel_size) > 0
+        ):
             raise LowdoseInputError(
                 f"lowdose accessor: the dataset's attrs['pixel_size_A'] is {pixel_size!r}; expected the "
                 "pixel size in Å > 0 (as a FrameSeries from lowdose.store.series.open_series records it)"
@@ -105,6 +111,12 @@ class LowdoseAccessor:
             raise LowdoseInputError(
                 f"lowdose accessor: denoised frames {den.shape} do not match the counts {counts.shape}"
             )
+        if "frame" in den.coords and "frame" in counts.coords:
+            if not np.array_equal(den["frame"].values, counts["frame"].values):
+                raise LowdoseInputError(
+                    "lowdose accessor: the denoised frames are not the dataset's frames (their 'frame' "
+                    "coordinates differ); select the same frames of both, e.g. den.sel(frame=ds.frame)"
+                )
         data = _as_frame_chunks(counts, self._ds.attrs)
         truth = pd.read_parquet(ground_truth) if isinstance(ground_truth, str | Path) else ground_truth
         time_s = self._ds["time_s"].values if "time_s" in self._ds.coords else None

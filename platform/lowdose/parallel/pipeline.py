@@ -193,6 +193,8 @@ class PipelineResult:
     outputs: dict[str, Path | str] = field(default_factory=dict)
     catalog_root: Path | None = None
     """The folder to trust as ``root`` when opening the run's catalog (None: not needed)."""
+    catalog_absolute: bool = False
+    """Whether opening the run's catalog needs ``allow_absolute`` (it records absolute paths)."""
 
     @property
     def frames_per_s(self) -> float:
@@ -398,12 +400,28 @@ def _refuse_other_series(denoised: Any, den_attrs: Any, series: Any, series_attr
     denoised from another series of the same shape are not analysed against it.
     """
     for key in SERIES_IDENTITY_ATTRS:
-        if key in den_attrs and key in series_attrs and den_attrs[key] != series_attrs[key]:
+        if (
+            key in den_attrs
+            and key in series_attrs
+            and _identity(key, den_attrs[key]) != _identity(key, series_attrs[key])
+        ):
             made_from = den_attrs.get("source_series", "another series")
             raise LowdoseInputError(
                 f"{denoised}: denoised from {made_from}, not from {series} (the series' {key} differs); "
                 "name the DenoisedSeries of this series, or denoise it (lowdose denoise)"
             )
+
+
+def _identity(key: str, value: Any) -> Any:
+    """What of an identity attr names the data: of ``sources``, each file's sha256, dataset and frames."""
+    if key == "sources" and isinstance(value, list):
+        return [
+            tuple(record.get(k) for k in ("sha256", "dataset", "n_frames"))
+            if isinstance(record, dict)
+            else record
+            for record in value
+        ]
+    return value
 
 
 class _Run:
@@ -702,18 +720,20 @@ def _register(config: PipelineConfig, result: PipelineResult) -> None:
     Entries: ``<series>`` (the FrameSeries) and ``<out>.denoised``, ``<out>.columns``,
     ``<out>.frames`` linked to it. Products outside the catalog's folder (the series,
     usually) are recorded relative to it through ``..`` when the catalog's folder and
-    every product share a folder below the filesystem root: the catalog moves with that
-    folder, and opening it trusts that folder as ``root`` (``result.catalog_root``;
-    CLI ``--root``). Otherwise they are recorded by absolute path (opened with
-    ``allow_absolute``).
+    every product share a folder at least two levels below the filesystem root (not
+    ``/tmp`` or ``/home`` itself): the catalog moves with that folder, and opening it
+    trusts that folder as ``root``. Otherwise they are recorded by absolute path
+    (opened with ``allow_absolute``). ``result.catalog_root`` and
+    ``result.catalog_absolute`` say what opening the whole catalog needs (an earlier
+    run's entries included).
     """
-    from lowdose.store.catalog import product_entry, register_products, register_run_outputs
+    from lowdose.store.catalog import product_entry, register_products, register_run_outputs, trust_needed
 
     out = Path(result.out)  # local: remote outputs are refused by PipelineConfig._check
     catalog = Path(config.catalog) if config.catalog else out / "catalog.yaml"
     folder = catalog.resolve().parent
     common = Path(os.path.commonpath([folder, Path(config.series).resolve(), out.resolve()]))
-    root = common if common != folder and common.parent != common else None
+    root = common if common != folder and len(common.parts) >= 3 else None
     series_name = _entry_name(Path(config.series).name.removesuffix(".zarr"))
     register_products(
         catalog,
@@ -731,4 +751,4 @@ def _register(config: PipelineConfig, result: PipelineResult) -> None:
         root=root,
     )
     result.outputs["catalog"] = catalog
-    result.catalog_root = root
+    result.catalog_root, result.catalog_absolute = trust_needed(catalog)

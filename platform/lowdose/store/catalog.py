@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import itertools
 import math
 import os
 import posixpath
@@ -535,6 +536,27 @@ def _empty_catalog(description: str = "") -> dict[str, Any]:
     return {"version": 2, "metadata": meta, "entries": {}, "data": {}, "aliases": {}, "user_parameters": {}}
 
 
+def trust_needed(catalog_path: str | Path) -> tuple[Path | None, bool]:
+    """What opening a local catalog needs: ``(root, allow_absolute)``.
+
+    ``root`` is the folder its deepest ``..`` location climbs to (None when every
+    relative location stays inside the catalog's folder); ``allow_absolute`` is true
+    when some location is an absolute path or a URL.
+    """
+    path = Path(catalog_path)
+    entries = validate_catalog_dict(_read_raw(str(path)), str(path), allow_absolute=True, climb=10**6)
+    ups, absolute = 0, False
+    for entry in entries.values():
+        if not entry.location.startswith(CATALOG_DIR_PREFIX):
+            absolute = True
+            continue
+        parts = posixpath.normpath(entry.location[len(CATALOG_DIR_PREFIX) :]).split("/")
+        ups = max(ups, len(parts) - len(list(itertools.dropwhile(lambda part: part == "..", parts))))
+    folder = path.resolve().parent
+    root = folder.parents[ups - 1] if ups else None
+    return root, absolute
+
+
 def check_catalog_target(catalog_path: str | Path) -> None:
     """Refuse, before any work, a catalog path that :func:`register_products` would refuse later.
 
@@ -548,6 +570,10 @@ def check_catalog_target(catalog_path: str | Path) -> None:
         raise CatalogError(f"{path}: is a folder; the catalog is a YAML file (e.g. {path / 'catalog.yaml'})")
     if path.exists():
         validate_catalog_dict(_read_raw(str(path)), str(path), allow_absolute=True, climb=10**6)
+    else:
+        from lowdose.store.location import check_creatable
+
+        check_creatable(path, "catalog")
 
 
 def register_products(

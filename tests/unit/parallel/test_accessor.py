@@ -130,6 +130,17 @@ def test_what_is_not_a_frame_series_is_refused_when_the_graph_is_built(series, h
             series.assign(counts=series["counts"] * np.float32(0.7)).lowdose.denoise(handle)
         with pytest.raises(LowdoseInputError, match="device 'gpu': expected auto, cpu, cuda or cuda:N"):
             series.lowdose.denoise(handle, device="gpu")
+        den = series.lowdose.denoise(handle)
+        with pytest.raises(LowdoseInputError, match="the denoised frames are not the dataset's frames"):
+            series.isel(frame=slice(5, 9)).lowdose.frames(
+                den.isel(frame=slice(0, 4)), kernel=toy_analyze_frame
+            )
         bare = series.lowdose.time_average(4).to_dataset(name="counts")
         with pytest.raises(LowdoseInputError, match=r"attrs\['pixel_size_A'\] is None"):
             bare.lowdose.columns(model=handle)
+
+
+def test_a_numpy_pixel_size_is_a_pixel_size(series, handle):
+    ds = series.assign_attrs(pixel_size_A=np.float32(series.attrs["pixel_size_A"]))
+    frames = ds.lowdose.frames(model=handle, kernel=toy_analyze_frame).compute()
+    assert len(frames) == series.sizes["frame"]

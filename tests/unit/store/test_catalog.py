@@ -23,6 +23,7 @@ from lowdose.store.catalog import (
     register_products,
     register_run_outputs,
     remove_entries,
+    trust_needed,
 )
 from lowdose.store.catalog_readers import ModelArtefact
 from lowdose.store.catalog_safety import ALLOWED_READERS
@@ -156,6 +157,7 @@ def test_products_outside_the_folder_need_a_root_or_absolute(tmp_path: Path) -> 
         open_catalog(cat_path)
     assert open_catalog(cat_path, root=tmp_path).open("s").sizes["frame"] == 4
     assert open_catalog(cat_path, allow_absolute=True).open("s").sizes["frame"] == 4  # trusts any location
+    assert trust_needed(cat_path) == (tmp_path.resolve(), False)
     with pytest.raises(CatalogError, match="does not enclose"):
         open_catalog(cat_path, root=tmp_path / "data")
     abs_cat = tmp_path / "abs" / "c.yaml"
@@ -163,6 +165,7 @@ def test_products_outside_the_folder_need_a_root_or_absolute(tmp_path: Path) -> 
     with pytest.raises(CatalogError, match="absolute or a URL"):
         open_catalog(abs_cat)
     assert open_catalog(abs_cat, allow_absolute=True).open("s").sizes["frame"] == 4
+    assert trust_needed(abs_cat) == (None, True)
 
 
 def _catalog_with(tmp_path: Path, entry: dict, data: dict | None = None) -> Path:
