@@ -65,7 +65,12 @@ def test_interrupted_run_resumes_byte_identical(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(read_ground_truth(reference), read_ground_truth(out))
 
 
-def test_bad_invocations_exit_2(tmp_path):
+def test_bad_invocations_exit_2(tmp_path, capsys):
+    from tests.unit.inprocess import lowdose_main
+
+    def _lowdose(*args, check=True):  # the console entry point, in this process
+        return lowdose_main(capsys, *args)
+
     proc = _lowdose("simulate", "--out", str(tmp_path / "x.zarr"), check=False)
     assert proc.returncode == 2 and "exactly one of" in proc.stderr
     bad = tmp_path / "grid.yaml"

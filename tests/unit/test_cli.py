@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.inprocess import Ran, lowdose_main
+
 REPO = Path(__file__).resolve().parents[2]
 LOWDOSE = [sys.executable, "-m", "lowdose"]
 
@@ -63,8 +65,13 @@ def test_validate_without_kind_says_which_kind_it_checked(tmp_path: Path) -> Non
     assert "series: s.zarr" in ok.stdout
 
 
-def test_validate_train_builds_the_model_and_checks_init_weights(tmp_path: Path) -> None:
+def test_validate_train_builds_the_model_and_checks_init_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Model options and init_weights were only checked by `lowdose train`; validate checks them too.
+    def run(*args: str) -> Ran:  # in this process: each fresh interpreter would import torch again
+        return lowdose_main(capsys, *args)
+
     base = "version: 1\ndata: d.zarr\nmodel: compact\nmodel_options: {base_channels: 8, max_channels: 16}\n"
     config = tmp_path / "train.yaml"
     config.write_text(base + "init_weights: default\n")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -62,15 +60,17 @@ def test_resume_with_overwrite_and_a_file_as_out_are_refused(tmp_path: Path, bog
     assert isinstance(result.exception, LowdoseInputError) and "not a folder" in str(result.exception)
 
 
-def _lowdose(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lowdose", *args], capture_output=True, text=True, timeout=120, cwd=cwd
-    )
-
-
 @pytest.mark.slow
-def test_a_real_earlier_run_is_refused_then_overwritten_on_request(tmp_path: Path) -> None:
+def test_a_real_earlier_run_is_refused_then_overwritten_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.inprocess import Ran, lowdose_main
     from tests.unit.training.synthetic_store import write_synthetic_set
+
+    monkeypatch.chdir(tmp_path)
+
+    def _lowdose(*args: str, cwd: Path) -> Ran:  # the console entry point, in this process
+        return lowdose_main(capsys, *args)
 
     store = write_synthetic_set(tmp_path / "set.zarr", n_structures=4, defoci=2, size=64)
     config = {

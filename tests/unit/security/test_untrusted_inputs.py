@@ -99,16 +99,20 @@ def test_pickle_checkpoint_is_refused_by_the_explicit_import(tmp_path: Path) -> 
     _payload_is_live(evil, marker)
 
 
-@pytest.mark.slow  # two CLI subprocesses; save_artefact probes FLOPs and receptive field at 1024²
-def test_cli_model_import_refuses_the_pickle_and_imports_the_state_dict(tmp_path: Path) -> None:
+@pytest.mark.slow  # save_artefact probes FLOPs and receptive field at 1024²
+def test_cli_model_import_refuses_the_pickle_and_imports_the_state_dict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.inprocess import Ran, lowdose_main
+
     marker = tmp_path / "pwned"
     evil = _evil_checkpoint(tmp_path / "evil.pt", marker)
     torch.save(build("dncnn", **CONFIG).state_dict(), tmp_path / "plain.pt")
     args = ["--architecture", "dncnn", "--config", "depth=3", "--config", "channels=4"]
+    monkeypatch.chdir(tmp_path)
 
-    def cli(source: str, out: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "lowdose", "model", "import", source, *args, "--out", out]
-        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    def cli(source: str, out: str) -> Ran:  # the console entry point, in this process
+        return lowdose_main(capsys, "model", "import", source, *args, "--out", out)
 
     refused = cli(str(evil), "evil_artefact")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr

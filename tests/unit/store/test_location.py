@@ -111,26 +111,14 @@ def test_an_output_folder_in_a_zarr_store_or_on_a_file_is_refused(tmp_path: Path
     assert not (tmp_path / "new").exists()  # checked, not created
 
 
-def test_cli_names_a_path_it_cannot_create_on_one_line(tmp_path: Path) -> None:
+def test_cli_names_a_path_it_cannot_create_on_one_line(tmp_path: Path, capsys) -> None:
     """An OSError about a path (here: OUT below a file) is one line and exit 2, not a traceback."""
-    import subprocess
-    import sys
-
+    from tests.unit.inprocess import lowdose_main
     from tests.unit.parallel.tiny import write_series
 
     series = write_series(tmp_path / "s.zarr", n_frames=2, shape=(32, 32), chunk_frames=2)
     (tmp_path / "notes.txt").write_text("x")
-    command = [
-        "denoise",
-        str(series),
-        "--out",
-        str(tmp_path / "notes.txt" / "run"),
-        "--no-catalog",
-        "--quiet",
-    ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lowdose", *command], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines == [f"lowdose: error: {tmp_path / 'notes.txt' / 'run'}: Not a directory"], lines
+    out = tmp_path / "notes.txt" / "run"
+    ran = lowdose_main(capsys, "denoise", str(series), "--out", str(out), "--no-catalog", "--quiet")
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.strip().splitlines() == [f"lowdose: error: {out}: Not a directory"]
