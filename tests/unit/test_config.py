@@ -43,6 +43,17 @@ def test_bad_value_and_bad_yaml(tmp_path: Path) -> None:
     assert load_config(ExampleConfig, path) == ExampleConfig()
 
 
+def test_a_block_copied_from_a_larger_config_is_read_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("example:\n  dose_e_per_px: 0.9\n")
+    assert load_config(ExampleConfig, path, block="example").dose_e_per_px == 0.9
+    with pytest.raises(ConfigError, match="unknown key 'example'"):
+        load_config(ExampleConfig, path)
+    path.write_text("example:\n  dose_e_per_px: 0.9\nname: y\n")  # not only the block: as it is
+    with pytest.raises(ConfigError, match="unknown key 'example'"):
+        load_config(ExampleConfig, path, block="example")
+
+
 def test_wrong_version_and_assignment_validation(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("version: 99\n")
@@ -56,6 +67,17 @@ def test_wrong_version_and_assignment_validation(tmp_path: Path) -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(ConfigError, match="unknown config kind"):
         config_class("nope")
+
+
+def test_pipeline_cluster_name_is_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    # a misspelt backend was reported as "--cluster: unknown backend", naming no file
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("series: s.zarr\nout: run\ncluster: {name: slrum}\n")
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml.*'cluster\.name': unknown backend 'slrum'"):
+        load_config(config_class("pipeline"), config)
+    for name in ("auto", "local", "address", "slurm", "kubernetes"):
+        config.write_text(f"series: s.zarr\nout: run\ncluster: {{name: {name}}}\n")
+        assert load_config(config_class("pipeline"), config).cluster.name == name
 
 
 def test_pipeline_device_is_checked_when_the_config_is_read(tmp_path: Path) -> None:

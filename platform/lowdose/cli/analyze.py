@@ -49,22 +49,12 @@ def register(app: typer.Typer) -> None:
         quiet: bool = QuietOption,
     ) -> None:
         """Detect columns, score their likelihoods and build the frame table (resumable)."""
-        import yaml
-
-        from lowdose.errors import ConfigError
-
         block: dict[str, object] = {}
-        if analysis is not None:
-            try:
-                block = yaml.safe_load(analysis.read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                raise ConfigError(f"{analysis}: cannot read the analysis YAML") from None
-            if isinstance(block, dict) and set(block) == {"analysis"} and isinstance(block["analysis"], dict):
-                block = block["analysis"]  # the `analysis:` block copied from a pipeline YAML
+        if analysis is not None:  # errors name the file; the settings go to the pipeline as given
             from lowdose.analysis.frame import AnalysisConfig
-            from lowdose.config.base import validate_config
+            from lowdose.config.base import load_config
 
-            validate_config(AnalysisConfig, block, str(analysis))  # errors name the file
+            block = load_config(AnalysisConfig, analysis, block="analysis").model_dump(exclude_unset=True)
         data = {
             "series": str(series),
             "out": str(out),

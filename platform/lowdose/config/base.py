@@ -75,7 +75,7 @@ def validate_config(cls: type[ConfigT], data: Any, source: str = "<config>") -> 
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
-def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:
+def load_config(cls: type[ConfigT], path: str | Path, *, block: str | None = None) -> ConfigT:
     """Load and validate a YAML config file.
 
     Parameters
@@ -84,6 +84,9 @@ def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:
         The config class to validate against.
     path
         The YAML file.
+    block
+        Also accept a file whose only key is ``block`` holding the settings (e.g. the
+        ``analysis:`` block copied from a pipeline YAML).
 
     Raises
     ------
@@ -106,6 +109,13 @@ def load_config(cls: type[ConfigT], path: str | Path) -> ConfigT:
         raise ConfigError(
             f"{path}: the config file is empty; expected a YAML mapping of settings ({{}} for the defaults)"
         )
+    if (
+        block is not None
+        and isinstance(data, dict)
+        and set(data) == {block}
+        and isinstance(data[block], dict)
+    ):
+        data = data[block]
     return validate_config(cls, data, str(path))
 
 

@@ -50,7 +50,7 @@ def analysis_config(path: str | None, dose_e_per_px: float) -> Any:
     from lowdose.config.base import load_config
 
     if path is not None:
-        return load_config(AnalysisConfig, Path(path))
+        return load_config(AnalysisConfig, Path(path), block="analysis")
     return AnalysisConfig.model_validate({"lambda_vac": float(dose_e_per_px)})
 
 

@@ -72,6 +72,16 @@ class ClusterConfig(LowdoseConfig):
         ),
     )
 
+    @field_validator("name")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        # checked when the YAML is read, so the error names the file and the field
+        from lowdose.parallel.cluster import BACKENDS, available_backends
+
+        if value not in ("auto", "address") and value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; expected one of {available_backends()}")
+        return value
+
     @model_validator(mode="after")
     def _check_options(self) -> ClusterConfig:
         from lowdose.parallel.cluster import validate_backend_options
