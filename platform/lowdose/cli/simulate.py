@@ -48,9 +48,6 @@ def register(app: typer.Typer) -> None:
         else:
             assert config_path is not None
             config = load_config(SimulationGridConfig, config_path)
-        from lowdose.store.location import check_creatable
-
-        check_creatable(out)
         _, todo = prepare_store(config, out)
         if todo:
             with connect(

@@ -70,8 +70,8 @@ def register(app: typer.Typer) -> None:
 
         if resume and overwrite:
             raise LowdoseInputError("--resume and --overwrite: give one (continue OUT or start it over)")
-        found = earlier_run(out)
-        if resume:
+        found = earlier_run(out)  # also refuses an OUT that is a file, in a zarr store or unwritable
+        if resume:  # --resume continues the run found there
             found = []
         if found and not overwrite:
             refuse_earlier_run(out, found)

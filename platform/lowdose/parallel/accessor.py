@@ -93,7 +93,7 @@ class LowdoseAccessor:
         import pandas as pd
 
         from lowdose.parallel.analyze import analysis_config, analyze_arrays
-        from lowdose.parallel.denoise import _as_frame_chunks, series_counts
+        from lowdose.parallel.denoise import as_frame_chunks, series_counts
 
         counts = series_counts(self._ds, "lowdose accessor")
         pixel_size = self._ds.attrs.get("pixel_size_A")
@@ -117,7 +117,7 @@ class LowdoseAccessor:
                     "lowdose accessor: the denoised frames are not the dataset's frames (their 'frame' "
                     "coordinates differ); select the same frames of both, e.g. den.sel(frame=ds.frame)"
                 )
-        data = _as_frame_chunks(counts, self._ds.attrs)
+        data = as_frame_chunks(counts, self._ds.attrs)
         truth = pd.read_parquet(ground_truth) if isinstance(ground_truth, str | Path) else ground_truth
         time_s = self._ds["time_s"].values if "time_s" in self._ds.coords else None
         frames = self._ds["frame"].values if "frame" in self._ds.coords else None

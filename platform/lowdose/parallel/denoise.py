@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,15 +272,17 @@ def _untransform(stack: np.ndarray, symmetry: tuple[bool, bool, bool]) -> np.nda
     return out[:, ::-1] if flip_y else out
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""Device names lowdose passes to torch (``PipelineConfig.device`` is checked with it too)."""
+
+
 def check_device(device: str) -> str:
     """``device`` if it names one (auto, cpu, cuda, cuda:N), else a :class:`LowdoseInputError`.
 
     Checked when a graph is built: a worker's torch error says little. Whether the
     device exists is checked on the worker (:func:`resolve_device`).
     """
-    import re
-
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         raise LowdoseInputError(f"denoise: device {device!r}: expected auto, cpu, cuda or cuda:N")
     return device
 
@@ -316,7 +319,7 @@ def series_counts(series: Any, what: str = "denoise") -> xr.DataArray:
     return counts.transpose("frame", "y", "x")
 
 
-def _as_frame_chunks(counts: xr.DataArray, attrs: dict[str, Any]) -> da.Array:
+def as_frame_chunks(counts: xr.DataArray, attrs: dict[str, Any]) -> da.Array:
     """Dask data of ``counts``: as it is when lazy, else in chunks of the series' ``chunk_frames``."""
     import dask.array as da
 
@@ -472,7 +475,7 @@ def denoise_series(
 
     counts = series_counts(series, "denoise")
     handle = model_handle(model)
-    denoised = denoise_array(_as_frame_chunks(counts, series.attrs), handle, **kwargs)
+    denoised = denoise_array(as_frame_chunks(counts, series.attrs), handle, **kwargs)
     keep_attrs = {k: v for k, v in series.attrs.items() if not k.startswith("lowdose_")}
     out = xr.Dataset(
         {"denoised": (counts.dims, denoised, {"units": "expected counts per pixel"})},

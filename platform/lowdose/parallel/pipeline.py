@@ -162,7 +162,9 @@ class PipelineConfig(LowdoseConfig):
     @classmethod
     def _device(cls, value: str) -> str:
         # checked here, not on a worker: a torch RuntimeError traceback from the cluster says little
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        from lowdose.parallel.denoise import DEVICE_PATTERN
+
+        if not DEVICE_PATTERN.fullmatch(value):
             raise ValueError(f"{value!r}: expected auto, cpu, cuda or cuda:N")
         return value
 
@@ -425,10 +427,10 @@ def _refuse_other_series(denoised: Any, den_attrs: Any, series: Any, series_attr
 def _identity(key: str, value: Any) -> Any:
     """What of an identity attr names the data: of ``sources``, each file's sha256, dataset and frames."""
     if key == "sources" and isinstance(value, list):
+        from lowdose.store.ingest import SOURCE_IDENTITY_KEYS
+
         return [
-            tuple(record.get(k) for k in ("sha256", "dataset", "n_frames"))
-            if isinstance(record, dict)
-            else record
+            tuple(record.get(k) for k in SOURCE_IDENTITY_KEYS) if isinstance(record, dict) else record
             for record in value
         ]
     return value

@@ -62,7 +62,13 @@ def _grid_coords(config: SimulationGridConfig, jobs: list[StructureJob]) -> dict
 def prepare_store(
     config: SimulationGridConfig, out: str | Path
 ) -> tuple[list[StructureJob], list[StructureJob]]:
-    """Create (or reopen) the store for ``config``; return (all jobs, jobs still to run)."""
+    """Create (or reopen) the store for ``config``; return (all jobs, jobs still to run).
+
+    An ``out`` whose folder cannot be written is refused before anything is made.
+    """
+    from lowdose.store.location import check_creatable
+
+    check_creatable(out)
     jobs = expand_grid(config)
     n_px = max(8, round(cell_size_A(config.lateral_nm) / config.pixel_size_A))
     pixel = cell_size_A(config.lateral_nm) / n_px

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import itertools
 import math
 import os
 import posixpath
@@ -48,6 +47,7 @@ from lowdose.store.catalog_safety import (
     CatalogError,
     ProductKind,
     ValidEntry,
+    climb_of,
     has_scheme,
     join_location,
     validate_catalog_dict,
@@ -550,8 +550,7 @@ def trust_needed(catalog_path: str | Path) -> tuple[Path | None, bool]:
         if not entry.location.startswith(CATALOG_DIR_PREFIX):
             absolute = True
             continue
-        parts = posixpath.normpath(entry.location[len(CATALOG_DIR_PREFIX) :]).split("/")
-        ups = max(ups, len(parts) - len(list(itertools.dropwhile(lambda part: part == "..", parts))))
+        ups = max(ups, climb_of(entry.location[len(CATALOG_DIR_PREFIX) :]))
     folder = path.resolve().parent
     root = folder.parents[ups - 1] if ups else None
     return root, absolute

@@ -142,6 +142,12 @@ def _no_templates(value: Any, where: str, source: str) -> None:
             _no_templates(item, f"{where}[{i}]", source)
 
 
+def climb_of(relative: str) -> int:
+    """How many folders a relative path climbs (``..``) above where it starts, once normalised."""
+    parts = posixpath.normpath(relative).split("/")
+    return len(parts) - len(list(itertools.dropwhile(lambda part: part == "..", parts)))
+
+
 def check_location(location: str, entry: str, source: str, *, allow_absolute: bool, climb: int = 0) -> None:
     """Check that a product location stays inside the catalog folder.
 
@@ -159,8 +165,7 @@ def check_location(location: str, entry: str, source: str, *, allow_absolute: bo
             )
         if not relative or relative.startswith("/") or _URL_SCHEME.match(relative) or ":" in relative:
             raise CatalogError(f"{source}: entry {entry!r} location {location!r} is not a relative path")
-        parts = posixpath.normpath(relative).split("/")
-        ups = len(parts) - len(list(itertools.dropwhile(lambda part: part == "..", parts)))
+        ups = climb_of(relative)
         if ups > climb and not allow_absolute:
             raise CatalogError(
                 f"{source}: entry {entry!r} location {location!r} escapes the catalog folder "

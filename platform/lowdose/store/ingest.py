@@ -231,12 +231,15 @@ def _source_records(
     return records
 
 
+SOURCE_IDENTITY_KEYS = ("sha256", "dataset", "n_frames")
+"""What of a ``sources`` record identifies the data (not where the file was read from)."""
+
+
 def _same_sources(found: Any, records: list[dict[str, Any]]) -> bool:
     if not isinstance(found, list) or len(found) != len(records):
         return False
-    keys = ("sha256", "dataset", "n_frames")
     return all(
-        isinstance(a, dict) and all(a.get(k) == b[k] for k in keys)
+        isinstance(a, dict) and all(a.get(k) == b[k] for k in SOURCE_IDENTITY_KEYS)
         for a, b in zip(found, records, strict=True)
     )
 

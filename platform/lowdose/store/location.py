@@ -56,11 +56,10 @@ def check_output_folder(out: str | os.PathLike[str], flag: str = "--out") -> Pat
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise StoreError(f"{flag} {out}: exists and is not a folder; choose a folder for the outputs")
-    for folder in (path.resolve(), *path.resolve().parents):
+    resolved = path.resolve()
+    for folder in (resolved, *resolved.parents):
         if any((folder / marker).is_file() for marker in ("zarr.json", ".zgroup", ".zarray")):
-            where = (
-                "is the zarr store" if folder == path.resolve() else f"lies inside the zarr store {folder}"
-            )
+            where = "is the zarr store" if folder == resolved else f"lies inside the zarr store {folder}"
             raise StoreError(f"{flag} {out}: {where}; the outputs go in a folder of their own")
     check_creatable(path, flag)
     return path
