@@ -1,10 +1,11 @@
-"""Run ``lowdose dashboard`` in a subprocess on a free port; helpers to drive it with Chromium."""
+"""Run ``lowdose dashboard --port 0`` in a subprocess; helpers to drive it with Chromium."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,37 +39,28 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def dashboard_server(catalog: Path, log: Path, *extra: str) -> Iterator[str]:
-    """Run the dashboard for ``catalog`` until the block ends; yield its URL."""
-    port = free_port()
+    """Run the dashboard for ``catalog`` until the block ends; yield the URL it printed.
+
+    ``--port 0``: the dashboard picks a free port and prints its URL (the pages' websocket
+    must be allowed from that port, which the browser tests check).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOWDOSE_")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lowdose",
-        "dashboard",
-        "--catalog",
-        str(catalog),
-        "--port",
-        str(port),
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "lowdose", "dashboard", "--catalog", str(catalog), "--port", "0", *extra]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=catalog.parent)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        # poll the TCP port, not a page: every GET / builds a session, and timed-out
-        # retries would pile sessions onto a loaded server
+        # wait for the printed URL (the port is listening by then), not a page: every GET /
+        # builds a session, and timed-out retries would pile sessions onto a loaded server
         deadline = time.monotonic() + 120
-        while True:
+        while not (found := re.search(r"lowdose dashboard: (http://127\.0\.0\.1:(\d+)/)", log.read_text())):
             if proc.poll() is not None:
                 raise RuntimeError(f"dashboard exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"dashboard did not listen on {url}:\n{log.read_text()}") from None
-                time.sleep(0.3)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dashboard printed no URL:\n{log.read_text()}")
+            time.sleep(0.3)
+        url, port = found.group(1), int(found.group(2))
+        assert port != 0, log.read_text()
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
         with urllib.request.urlopen(url, timeout=120) as response:
             assert response.status == 200, response.status
         yield url

@@ -127,6 +127,12 @@ def serve_dashboard(
         oauth_redirect_uri=oauth_redirect_uri,
         oauth_extra_params=oauth_extra_params,
     )
+    if not 0 <= port <= 65535:
+        raise LowdoseInputError(f"--port {port}: expected a TCP port 0..65535 (0: any free port)")
+    if port == 0:
+        # The browser's websocket must come from an allowed origin, which names the port: ask
+        # the system for a free one first (the origins of port 0 would refuse every page).
+        port = _free_port(address)
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
 
     def page() -> Any:
@@ -139,14 +145,15 @@ def serve_dashboard(
             file=sys.stderr,
             flush=True,
         )
-    print(f"lowdose dashboard: http://{address}:{port}/  (catalog {catalog}; Ctrl-C to stop)", flush=True)
     try:
-        pn.serve(
+        server = pn.serve(
             {"/": page},
             port=port,
             address=address,
             websocket_origin=origins,
             show=show,
+            start=False,
+            verbose=False,
             title="lowdose",
             **extra,
         )
@@ -154,3 +161,21 @@ def serve_dashboard(
         raise LowdoseInputError(
             f"--address {address} --port {port}: cannot listen ({err.strerror})"
         ) from None
+    # printed once the port is ours: a port in use is one error line, not a URL and then an error
+    url = f"http://{address}:{server.port}/"
+    print(f"lowdose dashboard: {url}  (catalog {catalog}; Ctrl-C to stop)", flush=True)
+    server.start()
+    server.io_loop.start()
+
+
+def _free_port(address: str) -> int:
+    """A TCP port free on ``address`` now (the system's pick for port 0)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+            return int(probe.getsockname()[1])
+    except OSError as err:
+        raise LowdoseInputError(f"--address {address}: cannot listen ({err.strerror})") from None

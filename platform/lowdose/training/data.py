@@ -47,6 +47,19 @@ def _criteria(selection: dict[str, Any]) -> dict[str, Any]:
     return criteria
 
 
+def _held(ds: Any, criteria: dict[str, Any]) -> str:
+    """What ``ds`` holds of each selected coord: a range for numbers, the values otherwise."""
+    parts = []
+    for name in criteria:
+        values = np.unique(np.asarray(ds.coords[name].values))
+        if values.dtype.kind in "iuf" and values.size > 6:
+            parts.append(f"{name} {values.min():g}..{values.max():g}")
+        else:
+            shown = ", ".join(f"{v:g}" if isinstance(v, float | np.floating) else str(v) for v in values[:12])
+            parts.append(f"{name} {{{shown}{', ...' if values.size > 12 else ''}}}")
+    return "; ".join(parts)
+
+
 def resolve_splits(
     store: str | Path,
     selection: dict[str, Any] | None = None,
@@ -65,7 +78,13 @@ def resolve_splits(
     ds = open_simulation_set(store)
     criteria = _criteria(selection or {})
     if criteria:
+        everything = ds
         ds = select(ds, **criteria)
+        if ds.sizes["image"] == 0:
+            raise ConfigError(
+                f"selection {selection} matches none of the {everything.sizes['image']} images of "
+                f"{store}; it holds {_held(everything, criteria)}"
+            )
     parts = split_by_structure(ds, fractions, seed)
     indices = [np.asarray(part["image"].values, dtype=np.int64) for part in parts]
     digest = hashlib.sha256()

@@ -264,9 +264,12 @@ def _train(
     from tqdm.auto import tqdm
 
     lead = rank == 0
-    splits: DataSplits = resolve_splits(
-        config.data, config.selection, config.split_fractions, config.split_seed
-    )
+    try:
+        splits: DataSplits = resolve_splits(
+            config.data, config.selection, config.split_fractions, config.split_seed
+        )
+    except ConfigError as err:  # an empty selection: name the config it came from
+        raise ConfigError(f"{config_path}: {err}") if config_path else err from None
     _require_splits(splits, config, config_path)
     dose_scale = config.dose_e_per_px / splits.store_dose_e_per_px
     torch.manual_seed(config.seed)

@@ -77,3 +77,29 @@ def test_cli_argument_parsers(tmp_path: Path) -> None:
     assert parse_criterion("n_frames=10..20") == ("n_frames", ("10", "20"))
     with pytest.raises(LowdoseInputError, match="KEY=VALUE"):
         parse_criterion("nonsense")
+
+
+def test_a_port_in_use_or_out_of_range_is_one_line_and_prints_no_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from tests.unit.inprocess import lowdose_main
+
+    products = write_series_products(tmp_path, n_frames=4, size=16)
+    cat = tmp_path / "c.yaml"
+    register(cat, "s", products["series"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = lowdose_main(capsys, "dashboard", "--catalog", str(cat), "--port", str(port))
+    assert busy.returncode == 2
+    assert busy.stderr.strip() == (
+        f"lowdose: error: --address 127.0.0.1 --port {port}: cannot listen (Address already in use)"
+    )
+    assert "http://" not in busy.stdout  # the URL used to be printed before the bind failed
+    for bad in ("-1", "70000"):
+        out = lowdose_main(capsys, "dashboard", "--catalog", str(cat), "--port", bad)
+        assert out.returncode == 2 and "http://" not in out.stdout
+        assert "--port" in out.stderr

@@ -163,3 +163,14 @@ def test_a_patch_larger_than_the_images_is_refused_before_writing(tmp_path: Path
     with pytest.raises(ConfigError, match=r"t\.yaml: patch_size 100 exceeds the images of .*\(32×32 px\)"):
         train(_config(data).model_copy(update={"patch_size": 100}), out, progress=False, config_path="t.yaml")
     assert not out.exists()
+
+
+def test_a_selection_matching_no_image_names_what_the_store_holds(store: Path, tmp_path: Path) -> None:
+    # it was reported as "split_fractions leave the training split empty (0 selected images)"
+    out = tmp_path / "run"
+    config = _config(store, selection={"defocus_nm": {"min": 100, "max": 200}})
+    expected = r"^t\.yaml: selection .*defocus_nm.* matches none of the 12 images"
+    with pytest.raises(ConfigError, match=expected) as err:
+        train(config, out, progress=False, config_path="t.yaml")
+    assert "it holds defocus_nm {" in str(err.value)
+    assert not out.exists()
