@@ -60,7 +60,13 @@ def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path, monkeypatc
     # to the folder the command runs in.
     pipeline = tmp_path / "run.yaml"
     relative_model = os.path.relpath(model, tmp_path)
-    spec = {"series": str(series), "out": "one-step", "model": relative_model, "catalog": "shared.yaml"}
+    spec = {
+        "series": str(series),
+        "out": "one-step",
+        "model": relative_model,
+        "catalog": "shared.yaml",
+        "time_average_frames": 3,
+    }
     pipeline.write_text(yaml.safe_dump(spec))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -76,6 +82,9 @@ def test_denoise_then_analyze_equals_run(inputs, scheduler, tmp_path, monkeypatc
         open_catalog(tmp_path / "shared.yaml")
     catalog = open_catalog(tmp_path / "shared.yaml", root=root)
     assert catalog.open("s").sizes["frame"] == 6 and len(catalog.open("one-step.frames")) == 6
+    # the time-averaged tables are catalog entries too, marked by their frames per sum
+    assert len(catalog.open("one-step.frames_avg3")) == 2
+    assert catalog.entries["one-step.columns_avg3"].metadata["frames_per_sum"] == 3
     one = tmp_path / "one-step"
     np.testing.assert_array_equal(
         open_denoised(den)["denoised"].values, open_denoised(one / "denoised.zarr")["denoised"].values

@@ -128,14 +128,20 @@ class SeriesView:
         Name of a FrameSeries entry.
     products
         Optional explicit choice ``{kind: entry name}``; by default the first entry
-        of each kind linked to ``series`` (metadata ``series``).
+        of each kind linked to ``series`` (metadata ``series``) that is per frame (tables
+        of a time-averaged analysis, metadata ``frames_per_sum``, number their rows by
+        window, not by frame).
     """
 
     def __init__(self, catalog: LowdoseCatalog, series: str, products: dict[str, str] | None = None):
         self.catalog = catalog
         self.series = series
         linked = catalog.products_of(series)
-        chosen = {kind: names[0] for kind, names in linked.items()}
+        per_frame = {
+            kind: [name for name in names if "frames_per_sum" not in catalog.entries[name].metadata]
+            for kind, names in linked.items()
+        }
+        chosen = {kind: names[0] for kind, names in per_frame.items() if names}
         chosen.update({k: v for k, v in (products or {}).items() if v})
         self.products = chosen
         self.problems: list[str] = []

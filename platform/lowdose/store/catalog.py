@@ -679,9 +679,11 @@ def register_run_outputs(
 ) -> list[CatalogEntry]:
     """Register what a pipeline run wrote into ``out_dir`` (see :data:`RUN_OUTPUTS`).
 
-    Entries are named ``<prefix>.denoised``, ``<prefix>.columns``, ``<prefix>.frames``;
-    missing outputs are skipped. ``series`` links them to their FrameSeries entry.
-    ``allow_absolute`` and ``root`` are as in :func:`register_products`.
+    Entries are named ``<prefix>.denoised``, ``<prefix>.columns``, ``<prefix>.frames``, and
+    ``<prefix>.columns_avgN``/``<prefix>.frames_avgN`` for a time-averaged analysis (their
+    metadata carries ``frames_per_sum: N``); missing outputs are skipped. ``series`` links
+    them to their FrameSeries entry. ``allow_absolute`` and ``root`` are as in
+    :func:`register_products`.
     """
     out = Path(out_dir)
     entries = []
@@ -690,6 +692,13 @@ def register_run_outputs(
         if product.exists():
             name = f"{prefix}.{filename.split('.')[0]}"
             entries.append(product_entry(name, product, kind, metadata, series=series, source=source))
+    for table, kind in (("columns", ProductKind.COLUMN_TABLE), ("frames", ProductKind.FRAME_TABLE)):
+        for product in sorted(out.glob(f"{table}_avg*.parquet")):
+            n = product.name[len(table) + 4 : -len(".parquet")]
+            if n.isdigit():
+                averaged = {**(metadata or {}), "frames_per_sum": int(n)}
+                name = f"{prefix}.{product.stem}"
+                entries.append(product_entry(name, product, kind, averaged, series=series, source=source))
     if not entries:
         raise CatalogError(f"{out}: no pipeline outputs found (expected any of {sorted(RUN_OUTPUTS)})")
     register_products(catalog_path, entries, allow_absolute=allow_absolute, root=root)

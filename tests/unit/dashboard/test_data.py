@@ -83,3 +83,26 @@ def test_columns_history_and_exports(view: SeriesView) -> None:
     assert view.time_series_fields()[0] == "n_surface"
     frames, values = view.curve("mean_llr")
     assert len(frames) == 20 and np.isfinite(values).all()
+
+
+def test_time_averaged_tables_are_registered_but_not_shown_as_the_frame_table(tmp_path: Path) -> None:
+    products = write_series_products(tmp_path, n_frames=20, size=32)
+    averaged = tmp_path / "avg"
+    averaged.mkdir()
+    frames = pd.read_parquet(tmp_path / "frames.parquet")
+    frames.iloc[:5].assign(frame=range(5)).to_parquet(averaged / "frames_avg4.parquet")
+    pd.read_parquet(tmp_path / "columns.parquet").to_parquet(averaged / "columns_avg4.parquet")
+    cat = tmp_path / "c.yaml"
+    register(cat, "s", products["series"])
+    # an averaged run registered before the per-frame one: listed first for the series
+    register_run_outputs(cat, averaged, prefix="early", series="s")
+    register_run_outputs(cat, tmp_path, prefix="s", series="s")
+    catalog = open_catalog(cat)
+    assert catalog.list()[1:3] == ["early.columns_avg4", "early.frames_avg4"]
+    assert catalog.entries["early.frames_avg4"].metadata["frames_per_sum"] == 4
+    assert catalog.entries["early.columns_avg4"].kind == "ColumnTable"
+    assert len(catalog.open("early.frames_avg4")) == 5
+    view = SeriesView(catalog, "s")
+    assert view.products["FrameTable"] == "s.frames" and view.products["ColumnTable"] == "s.columns"
+    chosen = SeriesView(catalog, "s", products={"FrameTable": "early.frames_avg4"})
+    assert chosen.products["FrameTable"] == "early.frames_avg4"
