@@ -331,6 +331,28 @@ def set_malloc_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
     return bool(mallopt(m_trim_threshold, int(trim_bytes))) and ok
 
 
+WORKER_LOG_LENGTH = 100
+"""Entries Dask keeps in its low-level logs on lowdose's local clusters (distributed's default: 1,000).
+
+The largest is each worker's profile history, one statistical profile per second of work:
+with 1,000 entries a pipeline worker's memory crept up for the first ≈ 17 minutes of a
+run (measured, 256² frames: +56 MB over 200 s, ≈ 175 MB at the cap), so a longer series
+had a higher peak; with 100 the history covers the last 100 s (the dashboard's profile
+page still shows them). A value set in the user's Dask config is kept.
+"""
+_DASK_LOG_LENGTH_DEFAULT = 1000
+
+
+def bounded_logs() -> dict[str, Any]:
+    """Dask config for a cluster lowdose starts: :data:`WORKER_LOG_LENGTH` unless configured otherwise."""
+    import dask
+
+    key = "distributed.admin.low-level-log-length"
+    if dask.config.get(key, _DASK_LOG_LENGTH_DEFAULT) != _DASK_LOG_LENGTH_DEFAULT:
+        return {}
+    return {key: WORKER_LOG_LENGTH}
+
+
 def local_cluster(options: ClusterOptions) -> Any:
     """A :class:`distributed.LocalCluster` on 127.0.0.1 with a free dashboard port."""
     import dask
@@ -344,7 +366,7 @@ def local_cluster(options: ClusterOptions) -> Any:
     # glibc reads MALLOC_* once at process start: they must be in the environment the
     # nanny spawns workers with (pre-spawn-environ), not set in the worker afterwards.
     spawn_env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environment().items()}
-    with dask.config.set(spawn_env):
+    with dask.config.set({**spawn_env, **bounded_logs()}):  # the nanny hands its config to the worker
         return LocalCluster(
             n_workers=options.n_workers or workers,
             threads_per_worker=options.threads_per_worker or threads,
@@ -380,7 +402,10 @@ def local_cuda_cluster(options: ClusterOptions) -> Any:
         raise ImportError(
             "--cluster local-cuda needs dask-cuda; install the GPU extra: pip install 'lowdose[gpu]'"
         ) from err
-    return LocalCUDACluster(**kwargs)
+    import dask
+
+    with dask.config.set(bounded_logs()):
+        return LocalCUDACluster(**kwargs)
 
 
 def _load_backend(name: str) -> Backend:

@@ -194,3 +194,19 @@ def test_workers_do_not_log_input_errors_the_client_reports_but_log_other_failur
     assert not [f for f in logger.filters if isinstance(f, cluster.InputErrorLogFilter)]
     assert "ZeroDivisionError" in failed[0]
     assert "FormatError(" in failed[1] and "not lowdose" in failed[1]
+
+
+def _log_lengths(dask_worker):
+    return dask_worker.profile_history.maxlen, dask_worker.state.log.maxlen
+
+
+def test_local_workers_keep_short_dask_logs_unless_configured():
+    # a worker's profile history (one entry per second of work) grew its memory for the first
+    # ~17 minutes of a run with distributed's 1,000 entries: longer series, higher peaks
+    import dask
+
+    with connect("local", n_workers=1, threads_per_worker=1, processes=True, quiet=True) as client:
+        assert set(client.run(_log_lengths).values()) == {(cluster.WORKER_LOG_LENGTH,) * 2}
+    with dask.config.set({"distributed.admin.low-level-log-length": 500}):
+        with connect("local", n_workers=1, threads_per_worker=1, processes=False, quiet=True) as client:
+            assert set(client.run(_log_lengths).values()) == {(500, 500)}
