@@ -140,9 +140,13 @@ def test_split_defaults_to_the_models_training_split(column_set: Path) -> None:
     assert picked.images.tolist() == some
     with pytest.raises(LowdoseInputError, match=r"images: image\(s\) \[19\] are not in the test split"):
         inputs.resolve_images(column_set, inputs.experiment_options("t", {"images": [19]}, {}), card)
-    with pytest.raises(LowdoseInputError, match="split is empty"):
+    with pytest.raises(LowdoseInputError, match=r"selection \{'model_id': 99\} matches none of the 20"):
         inputs.resolve_images(
             column_set, inputs.experiment_options("t", {"selection": {"model_id": 99}}, {}), card
+        )
+    with pytest.raises(LowdoseInputError, match="the test split is empty"):
+        inputs.resolve_images(
+            column_set, inputs.experiment_options("t", {"split_fractions": "1,0,0"}, {}), card
         )
 
 
