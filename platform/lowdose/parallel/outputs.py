@@ -77,10 +77,13 @@ def run_outputs(out: Where) -> list[StorePath]:
     This, and only this, is what ``--overwrite`` deletes: a catalog and any other file in
     the folder are the user's and stay.
     """
+    from lowdose.store.catalog import averaged_table_frames  # the catalog registers the same tables
+
     folder = StorePath.of(out)
     found = [folder / name for name in RUN_NAMES if (folder / name).exists()]
     for table in ("columns", "frames"):
-        found += [p for p in folder.glob(f"{table}_avg*.parquet") if p.name[len(table) + 4 : -8].isdigit()]
+        averaged = folder.glob(f"{table}_avg*.parquet")
+        found += [p for p in averaged if averaged_table_frames(p.name, table) is not None]
     return found
 
 

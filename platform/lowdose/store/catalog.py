@@ -60,6 +60,16 @@ RUN_OUTPUTS: dict[str, ProductKind] = {
 }
 """Files a pipeline run writes into its output folder, and what they are."""
 
+
+def averaged_table_frames(filename: str, table: str) -> int | None:
+    """``N`` of a run's time-averaged table ``<table>_avgN.parquet``; None for any other file name."""
+    prefix, suffix = f"{table}_avg", ".parquet"
+    if not (filename.startswith(prefix) and filename.endswith(suffix)):
+        return None
+    n = filename[len(prefix) : -len(suffix)]
+    return int(n) if n.isdigit() else None
+
+
 _ARRAY_LAYOUTS = {
     ProductKind.SIMULATION_SET: "SimulationSet",
     ProductKind.FRAME_SERIES: "FrameSeries",
@@ -694,9 +704,9 @@ def register_run_outputs(
             entries.append(product_entry(name, product, kind, metadata, series=series, source=source))
     for table, kind in (("columns", ProductKind.COLUMN_TABLE), ("frames", ProductKind.FRAME_TABLE)):
         for product in sorted(out.glob(f"{table}_avg*.parquet")):
-            n = product.name[len(table) + 4 : -len(".parquet")]
-            if n.isdigit():
-                averaged = {**(metadata or {}), "frames_per_sum": int(n)}
+            n = averaged_table_frames(product.name, table)
+            if n is not None:
+                averaged = {**(metadata or {}), "frames_per_sum": n}
                 name = f"{prefix}.{product.stem}"
                 entries.append(product_entry(name, product, kind, averaged, series=series, source=source))
     if not entries:

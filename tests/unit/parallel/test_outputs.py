@@ -48,3 +48,18 @@ def test_the_run_folder_given_as_denoised_points_inside(tmp_path):
     with pytest.raises(StoreError, match="no DenoisedSeries store here") as err:
         open_denoised(tmp_path / "run")
     assert f"did you mean {store}?" in str(err.value)
+
+
+def test_run_outputs_are_the_runs_files_and_its_averaged_tables_only(tmp_path):
+    from lowdose.parallel.outputs import run_outputs
+    from lowdose.store.catalog import averaged_table_frames
+
+    for name in ("columns.parquet", "frames_avg40.parquet", "columns_avg3.parquet", "frames_avgx.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("the user's")
+    found = sorted(p.name for p in run_outputs(tmp_path))
+    assert found == ["columns.parquet", "columns_avg3.parquet", "frames_avg40.parquet"]
+    assert averaged_table_frames("frames_avg40.parquet", "frames") == 40
+    assert averaged_table_frames("frames_avg40.parquet", "columns") is None
+    assert averaged_table_frames("frames_avgx.parquet", "frames") is None
+    assert averaged_table_frames("frames.parquet", "frames") is None
