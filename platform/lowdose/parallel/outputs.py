@@ -217,7 +217,7 @@ def create_denoised_store(
     tmp.rmtree()
     group = zarr.open_group(tmp.location, mode="w", zarr_format=3, **tmp.zarr_kwargs())
     ny, nx = frame_shape
-    array = group.create_array(
+    group.create_array(
         DENOISED_SERIES.variable,
         shape=(n_frames, ny, nx),
         chunks=(chunk_frames, ny, nx),
@@ -229,8 +229,8 @@ def create_denoised_store(
         ),
         fill_value=np.nan,
         dimension_names=list(DENOISED_SERIES.dims),
+        attributes={"units": "expected electrons per pixel", "coordinates": "time_s"},
     )
-    array.attrs.update({"units": "expected electrons per pixel", "coordinates": "time_s"})
     times = group.create_array(
         "time_s",
         shape=(n_frames,),
@@ -238,10 +238,10 @@ def create_denoised_store(
         dtype="float64",
         compressors=checksum_codecs(ZstdCodec(level=0)),
         dimension_names=["frame"],
+        attributes={"units": "s"},
     )
     times[:] = np.asarray(time_s, dtype="float64")
-    times.attrs.update({"units": "s"})
-    group.attrs.update(
+    group.update_attributes(  # one metadata write (attrs.update writes once per key)
         {
             **dict(attrs),
             "lowdose_layout": str(Layout.DENOISED_SERIES),

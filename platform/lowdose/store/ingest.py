@@ -8,9 +8,10 @@ input size.
 
 Speed: batch i+1 is read and validated while batch i is compressed and written by a
 writer thread (its chunks compressed in parallel, see
-:func:`~lowdose.store.series.append_frames`), and for a new store the sources' sha256
-checksums are computed in a third thread beside both. Raw (uncompressed, contiguous)
-TIFF data is read with one positioned read per batch instead of page by page.
+:class:`~lowdose.store.series.FrameAppender`, one for the whole run), and for a new
+store the sources' sha256 checksums are computed in a third thread beside both. Raw
+(uncompressed, contiguous) TIFF data is mapped batch by batch instead of decoded page
+by page.
 
 Safety and re-runs:
 
@@ -48,7 +49,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ from lowdose.errors import FormatError, LowdoseInputError, StorageFullError, Sto
 from lowdose.store.integrity import remove_stale_temp_files
 from lowdose.store.readers import HDF5_SUFFIXES, FrameSource, expand_inputs, open_source, split_dataset
 from lowdose.store.series import (
-    append_frames,
+    FrameAppender,
     create_frame_series,
     open_series,
     series_attrs,
@@ -629,19 +630,21 @@ def ingest_with_summary(
 
         # Batch i+1 is read and validated while batch i is compressed and written (one
         # writer thread: appends stay in order, each commits n_frames after its data).
+        # One appender for the whole run: the store's group and arrays are opened once and
+        # grown once to the frames to come; all attribute changes go through it.
+        appender = FrameAppender(partial, reserve=n_total)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowdose-ingest-write")
         with tqdm(total=n_total, initial=start, desc="ingest", unit="frame", disable=not progress) as bar:
             with writer:
                 writing: Future[int] | None = None
                 in_flight = 0
                 for frames in _batches(sources, start, batch, float_policy):
-                    total = counts_total(frames)  # beside the write in flight
                     if writing is not None:
                         writing.result()
                         bar.update(in_flight)
-                        records = _record_sources(partial, records, hashing, wait=False)
-                    writing = writer.submit(append_frames, partial, frames)
-                    counts_sum += total
+                        records = _record_sources(appender.update_attrs, records, hashing, wait=False)
+                    writing = writer.submit(appender.append, frames)
+                    counts_sum += counts_total(frames)  # beside its own write
                     in_flight = frames.shape[0]
                 if writing is not None:
                     writing.result()
@@ -660,7 +663,7 @@ def ingest_with_summary(
         else:
             final["dose_e_per_px"] = float(dose_e_per_px)
             final["dose_source"] = "given"
-        update_series_attrs(partial, final)
+        appender.update_attrs(final)
         partial.rename(out_path)
         return _summary(
             out_path,
@@ -689,9 +692,13 @@ def ingest_with_summary(
 
 
 def _record_sources(
-    partial: Path, records: list[dict[str, Any]] | None, hashing: Future[Any] | None, *, wait: bool
+    write: Callable[[dict[str, Any]], None],
+    records: list[dict[str, Any]] | None,
+    hashing: Future[Any] | None,
+    *,
+    wait: bool,
 ) -> list[dict[str, Any]] | None:
-    """Write the sources' records into ``partial`` once their checksums are known.
+    """Write the sources' records (``write``: an attrs update of the partial store) once known.
 
     Until then a partial store has ``sources == []`` and a re-run cannot resume it
     (it starts over): resuming needs proof that the inputs are the same files.
@@ -700,9 +707,14 @@ def _record_sources(
         return records
     found = hashing.result()
     if found:
-        update_series_attrs(partial, {"sources": found})
+        write({"sources": found})
         return list(found)
     return None
+
+
+def _partial_attrs(partial: Path) -> Callable[[dict[str, Any]], None]:
+    """An attrs update of ``partial`` through a fresh handle (no appender in use any more)."""
+    return lambda updates: update_series_attrs(partial, updates)
 
 
 def _keep_partial(partial: Path, records: list[dict[str, Any]] | None, hashing: Future[Any] | None) -> None:
@@ -712,7 +724,7 @@ def _keep_partial(partial: Path, records: list[dict[str, Any]] | None, hashing: 
     with contextlib.suppress(Exception):  # the interruption is what the caller must see
         attrs = series_attrs(partial)
         if int(attrs.get("n_frames", 0)) > 0:
-            _record_sources(partial, records, hashing, wait=True)
+            _record_sources(_partial_attrs(partial), records, hashing, wait=True)
 
 
 def _partial_state(partial: Path, records: list[dict[str, Any]]) -> str | None:

@@ -223,7 +223,7 @@ def _create_arrays(
     group = _open_group(location, "w" if overwrite else "w-", storage_options)
     ny, nx = (int(s) for s in frame_shape)
     counts_dtype = np.dtype(dtype)
-    counts = group.create_array(
+    group.create_array(
         "counts",
         shape=(0, ny, nx),
         chunks=(chunk_frames, ny, nx),
@@ -231,19 +231,19 @@ def _create_arrays(
         compressors=_counts_codecs(counts_dtype),
         fill_value=0,
         dimension_names=list(FRAME_SERIES.dims),
+        attributes={"units": "electrons", "long_name": "electron counts", "coordinates": "time_s"},
     )
-    counts.attrs.update({"units": "electrons", "long_name": "electron counts", "coordinates": "time_s"})
-    time_s = group.create_array(
+    group.create_array(
         "time_s",
         shape=(0,),
         chunks=(max(chunk_frames, 4096),),
         dtype="float64",
         compressors=_small_codecs(),
         dimension_names=["frame"],
+        attributes={"units": "s", "long_name": "time since first frame"},
     )
-    time_s.attrs.update({"units": "s", "long_name": "time since first frame"})
     if with_clean:
-        clean = group.create_array(
+        group.create_array(
             "clean",
             shape=(0, ny, nx),
             chunks=(chunk_frames, ny, nx),
@@ -251,8 +251,8 @@ def _create_arrays(
             compressors=_float_codecs(),
             fill_value=0.0,
             dimension_names=list(FRAME_SERIES.dims),
+            attributes={"units": "electrons", "long_name": "expected counts (noise-free)"},
         )
-        clean.attrs.update({"units": "electrons", "long_name": "expected counts (noise-free)"})
     stamp: dict[str, Any] = {
         "lowdose_layout": str(Layout.FRAME_SERIES),
         "lowdose_layout_version": LAYOUT_VERSION,
@@ -271,7 +271,7 @@ def _create_arrays(
     if clash:
         raise StoreError(f"{location}: attrs may not set reserved keys {clash}")
     stamp.update(extra)
-    group.attrs.update(stamp)
+    group.update_attributes(stamp)  # one metadata write (attrs.update writes once per key)
 
 
 def _check_counts(location: str, values: np.ndarray, dtype: np.dtype[Any], first_frame: int) -> None:
@@ -323,52 +323,124 @@ def append_frames(
     interrupted append is invisible and the next append overwrites it. Appending
     drops any stored alignment shifts (they no longer cover every frame). Chunks are
     written one zarr write each, up to four at once (compression runs outside the
-    GIL), and every chunk is stored, all-zero ones included.
+    GIL), and every chunk is stored, all-zero ones included. Many appends to one
+    store in a row: keep one :class:`FrameAppender` (this opens one per call).
     """
-    location = os.fspath(path)
-    group = _open_group(location, "r+", storage_options)
-    _check_layout(location, group)
-    values = np.asarray(counts)
-    if values.ndim == 2:
-        values = values[None]
-    # zarr skips chunks equal to the fill value by comparing every chunk with it first
-    # (np.array_equal, ≈ 250 MB/s: more CPU than the compression); counts chunks are
-    # written whatever they hold, so an all-zero chunk is stored rather than omitted.
-    array = group["counts"].with_config({"write_empty_chunks": True})
-    ny, nx = array.shape[1:]
-    if values.ndim != 3 or values.shape[1:] != (ny, nx):
-        raise StoreError(f"{location}: appended counts have shape {values.shape}; expected (n, {ny}, {nx})")
-    n_old = int(group.attrs["n_frames"])
-    _check_counts(location, values, array.dtype, n_old)
-    has_clean = "clean" in group
-    if (clean is not None) != has_clean:
-        want = "with" if has_clean else "without"
-        raise StoreError(f"{location}: this store was created {want} 'clean'; pass clean= accordingly")
-    n_new = n_old + values.shape[0]
-    frame_rate_hz = float(group.attrs["frame_rate_hz"])
-    if time_s is None:
-        times = np.arange(n_old, n_new, dtype="float64") / frame_rate_hz
-    else:
-        times = np.asarray(time_s, dtype="float64").reshape(-1)
-        if times.shape[0] != values.shape[0]:
-            raise StoreError(f"{location}: {times.shape[0]} times for {values.shape[0]} frames")
-    for name in SHIFT_VARIABLES:
-        if name in group:
-            del group[name]
-    if "alignment" in group.attrs:
-        group.attrs.update({"alignment": None})
-    with storage_full_as_error(location, f"appending frames {n_old}–{n_new - 1}"):
-        array.resize((n_new, ny, nx))
-        _write_by_chunk(array, n_old, values.astype(array.dtype, copy=False))
-        if has_clean:
-            clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
-            clean_array = group["clean"].with_config({"write_empty_chunks": True})
-            clean_array.resize((n_new, ny, nx))
-            _write_by_chunk(clean_array, n_old, clean_values)
-        group["time_s"].resize((n_new,))
-        group["time_s"][n_old:n_new] = times
-        group.attrs.update({"n_frames": n_new})
-    return n_new
+    return FrameAppender(path, storage_options=storage_options).append(counts, clean, time_s=time_s)
+
+
+class FrameAppender:
+    """Appends batches of frames to one FrameSeries, its group and arrays opened once.
+
+    :func:`append_frames` is one batch through a fresh appender. A writer of many
+    batches (``lowdose ingest``) keeps one: opening the group and arrays and writing
+    their metadata cost ≈ 25 ms per batch otherwise. ``reserve`` (the number of frames
+    the store will hold) grows the arrays once, at the first append that needs it,
+    rather than once per batch; frames beyond ``n_frames`` (reserved, or written by an
+    append cut short) are invisible to readers, so crash safety is unchanged.
+
+    The appender holds the group's attributes as it read them: while it is in use,
+    change attributes through :meth:`update_attrs`, not through another handle (whose
+    change its next commit would overwrite). Not for concurrent appends: one batch
+    at a time, in order.
+    """
+
+    def __init__(
+        self, path: PathLike, *, reserve: int = 0, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        location = os.fspath(path)
+        group = _open_group(location, "r+", storage_options)
+        _check_layout(location, group)
+        self.location = location
+        self.reserve = int(reserve)
+        self._group = group
+        self._lock = threading.Lock()
+        self._counts = group["counts"].with_config({"write_empty_chunks": True})
+        # zarr skips chunks equal to the fill value by comparing every chunk with it first
+        # (np.array_equal, ≈ 250 MB/s: more CPU than the compression); counts chunks are
+        # written whatever they hold, so an all-zero chunk is stored rather than omitted.
+        self._clean = group["clean"].with_config({"write_empty_chunks": True}) if "clean" in group else None
+        self._time_s = group["time_s"]
+        self._direct = {"counts": _ChunkFileWriter.for_array(self._counts)}
+        if self._clean is not None:
+            self._direct["clean"] = _ChunkFileWriter.for_array(self._clean)
+        self.n_frames = int(group.attrs["n_frames"])
+        self.frame_rate_hz = float(group.attrs["frame_rate_hz"])
+        self._shifts_dropped = False
+
+    def append(
+        self, counts: np.ndarray, clean: np.ndarray | None = None, *, time_s: np.ndarray | None = None
+    ) -> int:
+        """Write a batch after the committed frames, then commit it; return the new ``n_frames``."""
+        location = self.location
+        values = np.asarray(counts)
+        if values.ndim == 2:
+            values = values[None]
+        ny, nx = self._counts.shape[1:]
+        if values.ndim != 3 or values.shape[1:] != (ny, nx):
+            raise StoreError(
+                f"{location}: appended counts have shape {values.shape}; expected (n, {ny}, {nx})"
+            )
+        n_old = self.n_frames
+        _check_counts(location, values, self._counts.dtype, n_old)
+        if (clean is not None) != (self._clean is not None):
+            want = "with" if self._clean is not None else "without"
+            raise StoreError(f"{location}: this store was created {want} 'clean'; pass clean= accordingly")
+        n_new = n_old + values.shape[0]
+        if time_s is None:
+            times = np.arange(n_old, n_new, dtype="float64") / self.frame_rate_hz
+        else:
+            times = np.asarray(time_s, dtype="float64").reshape(-1)
+            if times.shape[0] != values.shape[0]:
+                raise StoreError(f"{location}: {times.shape[0]} times for {values.shape[0]} frames")
+        with self._lock, storage_full_as_error(location, f"appending frames {n_old}–{n_new - 1}"):
+            if not self._shifts_dropped:
+                self._drop_shifts()
+            self._fit(self._counts, n_new)
+            _write_by_chunk(
+                self._counts, n_old, values.astype(self._counts.dtype, copy=False), self._direct["counts"]
+            )
+            if self._clean is not None:
+                self._fit(self._clean, n_new)
+                clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
+                _write_by_chunk(self._clean, n_old, clean_values, self._direct["clean"])
+            self._fit(self._time_s, n_new)
+            self._time_s[n_old:n_new] = times
+            self._group.update_attributes({"n_frames": n_new})
+        self.n_frames = n_new
+        return n_new
+
+    def update_attrs(self, updates: Mapping[str, Any]) -> None:
+        """Merge ``updates`` into the group's attributes (one metadata write)."""
+        _refuse_reserved(self.location, updates)
+        with self._lock, storage_full_as_error(self.location, "updating attributes"):
+            self._group.update_attributes(dict(updates))
+
+    def _fit(self, array: Any, n_new: int) -> None:
+        """Make ``array`` long enough for frames up to ``n_new``.
+
+        Without a reserve its length becomes ``n_new`` exactly (which also drops frames
+        an append cut short left beyond it); with one it grows to the reserve, once.
+        """
+        if self.reserve:
+            if array.shape[0] < n_new:
+                array.resize((max(n_new, self.reserve), *array.shape[1:]))
+        elif array.shape[0] != n_new:
+            array.resize((n_new, *array.shape[1:]))
+
+    def _drop_shifts(self) -> None:
+        for name in SHIFT_VARIABLES:
+            if name in self._group:
+                del self._group[name]
+        if "alignment" in self._group.attrs:
+            self._group.update_attributes({"alignment": None})
+        self._shifts_dropped = True
+
+
+def _refuse_reserved(location: str, updates: Mapping[str, Any]) -> None:
+    reserved = sorted(set(updates) & {"lowdose_layout", "lowdose_layout_version", "n_frames"})
+    if reserved:
+        raise StoreError(f"{location}: may not update reserved attrs {reserved}")
 
 
 _CHUNK_WRITERS: ThreadPoolExecutor | None = None
@@ -464,20 +536,19 @@ class _ChunkFileWriter:
             raise
 
 
-def _write_by_chunk(array: Any, first: int, values: np.ndarray) -> None:
+def _write_by_chunk(array: Any, first: int, values: np.ndarray, direct: _ChunkFileWriter | None) -> None:
     """``array[first:first + len(values)] = values``, chunk by chunk, in parallel.
 
     One zarr write of many chunks builds every chunk in a fresh fill-value buffer and
     copies the values into it. Here each piece covers one chunk (so no two writes
     touch the same chunk) and the pieces are compressed concurrently (Blosc releases
-    the GIL): whole chunks of lowdose's own layout by :class:`_ChunkFileWriter`, the
-    rest (a partly filled chunk, other layouts) by zarr.
+    the GIL): whole chunks by ``direct`` (``_ChunkFileWriter.for_array(array)``: None
+    for layouts it does not write), the rest (a partly filled chunk) by zarr.
     """
     step = int(array.chunks[0])
     stop = first + values.shape[0]
     edges = [first, *range((first // step + 1) * step, stop, step), stop]
     pieces = [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
-    direct = _ChunkFileWriter.for_array(array)
 
     def write(lo: int, hi: int) -> None:
         part = values[lo - first : hi - first]
@@ -520,11 +591,9 @@ def update_series_attrs(
     location = os.fspath(path)
     group = _open_group(location, "r+", storage_options)
     _check_layout(location, group)
-    reserved = sorted(set(updates) & {"lowdose_layout", "lowdose_layout_version", "n_frames"})
-    if reserved:
-        raise StoreError(f"{location}: may not update reserved attrs {reserved}")
+    _refuse_reserved(location, updates)
     with storage_full_as_error(location, "updating attributes"):
-        group.attrs.update(dict(updates))
+        group.update_attributes(dict(updates))
 
 
 def write_shifts(
@@ -555,11 +624,11 @@ def write_shifts(
                 dtype="int32",
                 compressors=_small_codecs(),
                 dimension_names=["frame"],
+                attributes={"units": "px"},
             )
-            array.attrs.update({"units": "px"})
             array[:] = shifts.astype("int32")
     with storage_full_as_error(location, "writing the alignment record"):
-        group.attrs.update({"alignment": dict(alignment)})
+        group.update_attributes({"alignment": dict(alignment)})
 
 
 def open_series(

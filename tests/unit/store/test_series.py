@@ -7,11 +7,13 @@ from scipy.stats import poisson
 
 from lowdose.errors import StoreError
 from lowdose.store.series import (
+    FrameAppender,
     append_frames,
     create_frame_series,
     open_series,
     series_attrs,
     smallest_counts_dtype,
+    update_series_attrs,
 )
 
 
@@ -62,6 +64,53 @@ def test_interrupted_append_is_invisible_and_overwritten(tmp_path: Path) -> None
     append_frames(path, np.full((2, 8, 8), 2, "uint8"))
     counts = open_series(path)["counts"].values
     assert counts.shape[0] == 8 and set(np.unique(counts[6:])) == {2}
+
+
+def test_appender_with_a_reserve_grows_once_and_shows_only_committed_frames(tmp_path: Path) -> None:
+    import zarr
+
+    frames = np.random.default_rng(3).poisson(0.45, (12, 8, 8)).astype("uint8")
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (8, 8), chunk_frames=4, frame_rate_hz=40.0)
+    appender = FrameAppender(path, reserve=12)
+    assert appender.append(frames[:4]) == 4
+    assert zarr.open_group(path, mode="r")["counts"].shape == (12, 8, 8)  # grown once, to the reserve
+    assert open_series(path).sizes["frame"] == 4  # the reserved frames are not visible
+    appender.append(frames[4:8])
+    assert appender.append(frames[8:]) == 12
+    ds = open_series(path)
+    np.testing.assert_array_equal(ds["counts"].values, frames)
+    np.testing.assert_allclose(ds["time_s"].values, np.arange(12) / 40.0)
+    assert zarr.open_group(path, mode="r")["counts"].shape == (12, 8, 8)
+
+
+def test_attribute_updates_are_one_write_and_kept_by_later_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zarr.storage import LocalStore
+
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (8, 8), chunk_frames=4)
+    appender = FrameAppender(path)
+    appender.update_attrs({"sources": [{"path": "a.tif"}], "detector": "k3"})
+    appender.append(np.ones((4, 8, 8), "uint8"))  # its commit must not drop what update_attrs wrote
+    attrs = series_attrs(path)
+    assert attrs["sources"] == [{"path": "a.tif"}] and attrs["detector"] == "k3" and attrs["n_frames"] == 4
+    with pytest.raises(StoreError, match="reserved attrs"):
+        appender.update_attrs({"n_frames": 0})
+
+    written: list[str] = []
+    real_set = LocalStore.set
+
+    async def recording_set(self: LocalStore, key: str, value: object) -> None:
+        written.append(key)
+        await real_set(self, key, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalStore, "set", recording_set)
+    # A completion record (state, sources, dose) lands in one metadata write, never key by key.
+    update_series_attrs(path, {"ingest_state": "complete", "sources": [], "dose_e_per_px": 0.5})
+    assert written == ["zarr.json"]
+    assert series_attrs(path)["ingest_state"] == "complete"
 
 
 def test_clean_variable_and_catalog_entry(tmp_path: Path) -> None:
