@@ -263,6 +263,14 @@ _INGEST_RATES = (
     "cold_copy_MB_per_s",
     "cold_ingest_MB_per_s",
     "cold_ingest_vs_copy",
+    "floor_encode_cpu_s",
+    "floor_sha256_cpu_s",
+    "floor_sum_cpu_s",
+    "floor_total_cpu_s",
+    "floor_MB_per_s",
+    "floor_vs_copy",
+    "cold_floor_vs_copy",
+    "ingest_vs_floor",
 )
 
 
@@ -529,6 +537,19 @@ def stage_rows(stage: str, f: dict[str, Any]) -> list[tuple[str, str]]:
         if "cold_ingest_MB_per_s" in f:
             rows.append(("ingest MB/s (from disk)", _med(f["cold_ingest_MB_per_s"])))
             rows.append(("plain copy MB/s (from disk)", _med(f["cold_copy_MB_per_s"])))
+        if "floor_vs_copy" in f:
+            rows.append(
+                (
+                    "floor CPU-s: encode + sha256 + count sum (one thread each)",
+                    f"{_g(f['floor_encode_cpu_s']['median'])} + {_g(f['floor_sha256_cpu_s']['median'])}"
+                    f" + {_g(f['floor_sum_cpu_s']['median'])} = {_g(f['floor_total_cpu_s']['median'])}",
+                )
+            )
+            best = f"{_g(f['floor_vs_copy']['median'])} (page cache)"
+            if "cold_floor_vs_copy" in f:
+                best += f", {_g(f['cold_floor_vs_copy']['median'])} (from disk)"
+            rows.append(("best ingest / copy any implementation could reach", best))
+            rows.append(("ingest / its floor (page cache)", _med(f["ingest_vs_floor"])))
         rows.append(
             (
                 "compression ratio / entropy bound",

@@ -62,6 +62,7 @@ from lowdose.store.integrity import remove_stale_temp_files
 from lowdose.store.readers import HDF5_SUFFIXES, FrameSource, expand_inputs, open_source, split_dataset
 from lowdose.store.series import (
     FrameAppender,
+    StagedFrames,
     create_frame_series,
     open_series,
     series_attrs,
@@ -426,12 +427,13 @@ def _summary(
     measured: float | None = None,
     already_complete: bool = False,
 ) -> IngestSummary:
-    attrs = series_attrs(path)
-    ds = open_series(path)
-    counts = ds["counts"]
+    import zarr
+
+    attrs = series_attrs(path)  # checks the layout; the counts' metadata is all else needed
+    counts = zarr.open_array(path / "counts", mode="r", zarr_format=3)
     return IngestSummary(
         path=path,
-        n_frames=int(counts.shape[0]),
+        n_frames=int(attrs["n_frames"]),
         frame_shape=(int(counts.shape[1]), int(counts.shape[2])),
         dtype=str(counts.dtype),
         stored_bytes=_stored_bytes(path),
@@ -628,27 +630,29 @@ def ingest_with_summary(
             )
             start, counts_sum = 0, 0.0
 
-        # Batch i+1 is read and validated while batch i is compressed and written (one
-        # writer thread: appends stay in order, each commits n_frames after its data).
         # One appender for the whole run: the store's group and arrays are opened once and
-        # grown once to the frames to come; all attribute changes go through it.
+        # grown once to the frames to come; all attribute changes go through it. Batch i+1
+        # is read, staged (its chunks queued behind batch i's on the compressing threads)
+        # and summed before batch i is committed, so those threads never wait between
+        # batches; at most two batches are in flight.
         appender = FrameAppender(partial, reserve=n_total)
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowdose-ingest-write")
         with tqdm(total=n_total, initial=start, desc="ingest", unit="frame", disable=not progress) as bar:
-            with writer:
-                writing: Future[int] | None = None
-                in_flight = 0
+            in_flight: list[StagedFrames] = []
+            try:
                 for frames in _batches(sources, start, batch, float_policy):
-                    if writing is not None:
-                        writing.result()
-                        bar.update(in_flight)
+                    in_flight.append(appender.stage(frames))
+                    counts_sum += counts_total(frames)  # beside its own writes
+                    while len(in_flight) > 1:
+                        committed = in_flight.pop(0)
+                        appender.commit(committed)
+                        bar.update(committed.stop - committed.start)
                         records = _record_sources(appender.update_attrs, records, hashing, wait=False)
-                    writing = writer.submit(appender.append, frames)
-                    counts_sum += counts_total(frames)  # beside its own write
-                    in_flight = frames.shape[0]
-                if writing is not None:
-                    writing.result()
-                    bar.update(in_flight)
+                while in_flight:
+                    committed = in_flight.pop(0)
+                    appender.commit(committed)
+                    bar.update(committed.stop - committed.start)
+            finally:
+                appender.drain()  # no chunk write may outlive the run, whatever ended it
 
         final: dict[str, Any] = {"ingest_state": "complete"}
         if records is None:  # recorded together with the completion marker

@@ -39,7 +39,8 @@ import os
 import threading
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -329,20 +330,36 @@ def append_frames(
     return FrameAppender(path, storage_options=storage_options).append(counts, clean, time_s=time_s)
 
 
+@dataclass
+class StagedFrames:
+    """A batch whose chunks are being written; :meth:`FrameAppender.commit` makes it visible."""
+
+    start: int
+    stop: int
+    times: np.ndarray
+    writes: list[Future[None]]
+
+
 class FrameAppender:
     """Appends batches of frames to one FrameSeries, its group and arrays opened once.
 
     :func:`append_frames` is one batch through a fresh appender. A writer of many
     batches (``lowdose ingest``) keeps one: opening the group and arrays and writing
     their metadata cost ≈ 25 ms per batch otherwise. ``reserve`` (the number of frames
-    the store will hold) grows the arrays once, at the first append that needs it,
+    the store will hold) grows the arrays once, at the first batch that needs it,
     rather than once per batch; frames beyond ``n_frames`` (reserved, or written by an
     append cut short) are invisible to readers, so crash safety is unchanged.
 
+    :meth:`append` writes a batch and commits it. :meth:`stage` only starts writing it
+    (its chunks compressed and written by background threads) and :meth:`commit`
+    waits for those writes and moves ``n_frames``: a writer that stages batch i+1
+    before committing batch i keeps the compressing threads busy across the batches.
+    Batches are committed in the order they were staged; after a failed batch the
+    appender refuses the rest. :meth:`drain` waits for every write still running.
+
     The appender holds the group's attributes as it read them: while it is in use,
     change attributes through :meth:`update_attrs`, not through another handle (whose
-    change its next commit would overwrite). Not for concurrent appends: one batch
-    at a time, in order.
+    change its next commit would overwrite). One caller thread at a time.
     """
 
     def __init__(
@@ -354,11 +371,10 @@ class FrameAppender:
         self.location = location
         self.reserve = int(reserve)
         self._group = group
-        self._lock = threading.Lock()
-        self._counts = group["counts"].with_config({"write_empty_chunks": True})
         # zarr skips chunks equal to the fill value by comparing every chunk with it first
         # (np.array_equal, ≈ 250 MB/s: more CPU than the compression); counts chunks are
         # written whatever they hold, so an all-zero chunk is stored rather than omitted.
+        self._counts = group["counts"].with_config({"write_empty_chunks": True})
         self._clean = group["clean"].with_config({"write_empty_chunks": True}) if "clean" in group else None
         self._time_s = group["time_s"]
         self._direct = {"counts": _ChunkFileWriter.for_array(self._counts)}
@@ -366,13 +382,28 @@ class FrameAppender:
             self._direct["clean"] = _ChunkFileWriter.for_array(self._clean)
         self.n_frames = int(group.attrs["n_frames"])
         self.frame_rate_hz = float(group.attrs["frame_rate_hz"])
+        self._staged_end = self.n_frames
+        self._pending: list[StagedFrames] = []
+        self._failed: BaseException | None = None
         self._shifts_dropped = False
 
     def append(
         self, counts: np.ndarray, clean: np.ndarray | None = None, *, time_s: np.ndarray | None = None
     ) -> int:
         """Write a batch after the committed frames, then commit it; return the new ``n_frames``."""
+        return self.commit(self.stage(counts, clean, time_s=time_s))
+
+    def stage(
+        self, counts: np.ndarray, clean: np.ndarray | None = None, *, time_s: np.ndarray | None = None
+    ) -> StagedFrames:
+        """Start writing a batch after the ones staged before it; return at once.
+
+        The values are validated here (errors raise before anything is written); the
+        batch's chunks are then compressed and written in the background. ``counts``
+        (and ``clean``) must not change until the batch is committed.
+        """
         location = self.location
+        self._refuse_if_failed()
         values = np.asarray(counts)
         if values.ndim == 2:
             values = values[None]
@@ -381,7 +412,7 @@ class FrameAppender:
             raise StoreError(
                 f"{location}: appended counts have shape {values.shape}; expected (n, {ny}, {nx})"
             )
-        n_old = self.n_frames
+        n_old = self._staged_end
         _check_counts(location, values, self._counts.dtype, n_old)
         if (clean is not None) != (self._clean is not None):
             want = "with" if self._clean is not None else "without"
@@ -393,40 +424,80 @@ class FrameAppender:
             times = np.asarray(time_s, dtype="float64").reshape(-1)
             if times.shape[0] != values.shape[0]:
                 raise StoreError(f"{location}: {times.shape[0]} times for {values.shape[0]} frames")
-        with self._lock, storage_full_as_error(location, f"appending frames {n_old}–{n_new - 1}"):
+        step = int(self._counts.chunks[0])
+        arrays = [a for a in (self._counts, self._clean, self._time_s) if a is not None]
+        resize = [(a, length) for a in arrays if (length := self._length(a, n_new)) is not None]
+        if resize or n_old % step:
+            # No chunk write may run while the arrays' shapes change, nor beside a write
+            # of the chunk this batch shares with the one before it.
+            self.drain()
+            self._refuse_if_failed()
+        with storage_full_as_error(location, f"appending frames {n_old}–{n_new - 1}"):
             if not self._shifts_dropped:
                 self._drop_shifts()
-            self._fit(self._counts, n_new)
-            _write_by_chunk(
+            for array, length in resize:
+                array.resize((length, *array.shape[1:]))
+            writes = _submit_by_chunk(
                 self._counts, n_old, values.astype(self._counts.dtype, copy=False), self._direct["counts"]
             )
             if self._clean is not None:
-                self._fit(self._clean, n_new)
                 clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
-                _write_by_chunk(self._clean, n_old, clean_values, self._direct["clean"])
-            self._fit(self._time_s, n_new)
-            self._time_s[n_old:n_new] = times
-            self._group.update_attributes({"n_frames": n_new})
-        self.n_frames = n_new
-        return n_new
+                writes += _submit_by_chunk(self._clean, n_old, clean_values, self._direct["clean"])
+        staged = StagedFrames(n_old, n_new, times, writes)
+        self._pending.append(staged)
+        self._staged_end = n_new
+        return staged
+
+    def commit(self, staged: StagedFrames) -> int:
+        """Wait for a staged batch's writes, then make it visible; return the new ``n_frames``."""
+        location = self.location
+        self._refuse_if_failed()
+        if not self._pending or self._pending[0] is not staged:
+            raise StoreError(f"{location}: commit each staged batch once, in the order they were staged")
+        with storage_full_as_error(location, f"appending frames {staged.start}–{staged.stop - 1}"):
+            errors = [write.exception() for write in staged.writes]  # wait for all of them
+            self._pending.pop(0)
+            for error in errors:
+                if error is not None:
+                    self._failed = error
+                    raise error
+            try:
+                self._time_s[staged.start : staged.stop] = staged.times
+                self._group.update_attributes({"n_frames": staged.stop})
+            except BaseException as error:
+                self._failed = error
+                raise
+        self.n_frames = staged.stop
+        return staged.stop
+
+    def drain(self) -> None:
+        """Wait for every chunk write still running (their errors are raised by :meth:`commit`)."""
+        for staged in self._pending:
+            for write in staged.writes:
+                write.exception()
 
     def update_attrs(self, updates: Mapping[str, Any]) -> None:
         """Merge ``updates`` into the group's attributes (one metadata write)."""
         _refuse_reserved(self.location, updates)
-        with self._lock, storage_full_as_error(self.location, "updating attributes"):
+        with storage_full_as_error(self.location, "updating attributes"):
             self._group.update_attributes(dict(updates))
 
-    def _fit(self, array: Any, n_new: int) -> None:
-        """Make ``array`` long enough for frames up to ``n_new``.
+    def _length(self, array: Any, n_new: int) -> int | None:
+        """The length ``array`` must take to hold frames up to ``n_new``, or None to keep it.
 
-        Without a reserve its length becomes ``n_new`` exactly (which also drops frames
-        an append cut short left beyond it); with one it grows to the reserve, once.
+        Without a reserve it becomes ``n_new`` exactly (which also drops frames an
+        append cut short left beyond it); with one it grows to the reserve, once.
         """
         if self.reserve:
-            if array.shape[0] < n_new:
-                array.resize((max(n_new, self.reserve), *array.shape[1:]))
-        elif array.shape[0] != n_new:
-            array.resize((n_new, *array.shape[1:]))
+            return max(n_new, self.reserve) if array.shape[0] < n_new else None
+        return n_new if array.shape[0] != n_new else None
+
+    def _refuse_if_failed(self) -> None:
+        if self._failed is not None:
+            raise StoreError(
+                f"{self.location}: an earlier batch failed ({self._failed!r}); "
+                f"{self.n_frames} frames are committed: append after them with a new appender"
+            )
 
     def _drop_shifts(self) -> None:
         for name in SHIFT_VARIABLES:
@@ -536,14 +607,17 @@ class _ChunkFileWriter:
             raise
 
 
-def _write_by_chunk(array: Any, first: int, values: np.ndarray, direct: _ChunkFileWriter | None) -> None:
-    """``array[first:first + len(values)] = values``, chunk by chunk, in parallel.
+def _submit_by_chunk(
+    array: Any, first: int, values: np.ndarray, direct: _ChunkFileWriter | None
+) -> list[Future[None]]:
+    """Start ``array[first:first + len(values)] = values`` chunk by chunk on the writer threads.
 
     One zarr write of many chunks builds every chunk in a fresh fill-value buffer and
     copies the values into it. Here each piece covers one chunk (so no two writes
     touch the same chunk) and the pieces are compressed concurrently (Blosc releases
     the GIL): whole chunks by ``direct`` (``_ChunkFileWriter.for_array(array)``: None
-    for layouts it does not write), the rest (a partly filled chunk) by zarr.
+    for layouts it does not write), the rest (a partly filled chunk) by zarr. Returns
+    the pieces' futures; the caller waits for all of them.
     """
     step = int(array.chunks[0])
     stop = first + values.shape[0]
@@ -557,15 +631,7 @@ def _write_by_chunk(array: Any, first: int, values: np.ndarray, direct: _ChunkFi
         else:
             array[lo:hi] = part
 
-    if len(pieces) == 1:
-        write(*pieces[0])
-        return
-
-    futures = [_chunk_writers().submit(write, lo, hi) for lo, hi in pieces]
-    errors = [f.exception() for f in futures]  # wait for all: none may still run after we return
-    for error in errors:
-        if error is not None:
-            raise error
+    return [_chunk_writers().submit(write, lo, hi) for lo, hi in pieces]
 
 
 def _check_layout(location: str, group: Any) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import lowdose.store.ingest as ingest_module
 from lowdose.errors import FormatError, StoreError
 from lowdose.store.ingest import ingest
-from lowdose.store.series import FrameAppender, open_series, series_attrs
+from lowdose.store.series import FrameAppender, StagedFrames, open_series, series_attrs
 from tests.unit.store._ser_writer import write_ser
 
 META = {"pixel_size_A": 0.061, "frame_rate_hz": 40.0}
@@ -37,16 +37,16 @@ def test_rerun_is_a_noop(tmp_path: Path) -> None:
 def test_interrupted_ingest_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = write_stack(tmp_path / "a.tif")
     out = tmp_path / "s.zarr"
-    real_append = FrameAppender.append
+    real_commit = FrameAppender.commit
     calls: list[int] = []
 
-    def failing_append(self: FrameAppender, counts: np.ndarray, clean: object = None) -> int:
+    def failing_commit(self: FrameAppender, staged: StagedFrames) -> int:
         if len(calls) == 3:
             raise KeyboardInterrupt
-        calls.append(counts.shape[0])
-        return real_append(self, counts)
+        calls.append(staged.stop - staged.start)
+        return real_commit(self, staged)
 
-    monkeypatch.setattr(FrameAppender, "append", failing_append)
+    monkeypatch.setattr(FrameAppender, "commit", failing_commit)
     with pytest.raises(KeyboardInterrupt):
         ingest([tmp_path / "a.tif"], out, chunk_frames=4, batch_frames=8, **META)
     partial = tmp_path / "s.zarr.partial"
@@ -57,11 +57,11 @@ def test_interrupted_ingest_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     resumed: list[int] = []
 
-    def counting_append(self: FrameAppender, counts: np.ndarray, clean: object = None) -> int:
-        resumed.append(counts.shape[0])
-        return real_append(self, counts)
+    def counting_commit(self: FrameAppender, staged: StagedFrames) -> int:
+        resumed.append(staged.stop - staged.start)
+        return real_commit(self, staged)
 
-    monkeypatch.setattr(FrameAppender, "append", counting_append)
+    monkeypatch.setattr(FrameAppender, "commit", counting_commit)
     ingest([tmp_path / "a.tif"], out, **META)
     assert sum(resumed) == 50 - 24  # committed frames were not re-read
     ds = open_series(out)
@@ -72,16 +72,16 @@ def test_interrupted_ingest_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_changed_input_restarts_a_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_stack(tmp_path / "a.tif")
-    real_append = FrameAppender.append
+    real_commit = FrameAppender.commit
 
-    def interrupt(self: FrameAppender, counts: np.ndarray, clean: object = None) -> int:
-        real_append(self, counts)
+    def interrupt(self: FrameAppender, staged: StagedFrames) -> int:
+        real_commit(self, staged)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(FrameAppender, "append", interrupt)
+    monkeypatch.setattr(FrameAppender, "commit", interrupt)
     with pytest.raises(KeyboardInterrupt):
         ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", batch_frames=8, chunk_frames=8, **META)
-    monkeypatch.setattr(FrameAppender, "append", real_append)
+    monkeypatch.setattr(FrameAppender, "commit", real_commit)
     data = write_stack(tmp_path / "a.tif", n=30)  # same name, other content
     out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
     np.testing.assert_array_equal(open_series(out)["counts"].values, data)
@@ -129,7 +129,7 @@ def test_corrupt_bytes_give_format_error_or_valid_store(
 def test_crash_between_completion_marker_and_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lowdose.store.series import update_series_attrs
 
-    def no_append(*args: object, **kwargs: object) -> int:
+    def no_stage(*args: object, **kwargs: object) -> int:
         raise AssertionError("a complete partial store must be renamed, not re-ingested")
 
     data = write_stack(tmp_path / "a.tif")
@@ -137,7 +137,7 @@ def test_crash_between_completion_marker_and_rename(tmp_path: Path, monkeypatch:
     partial = tmp_path / "s.zarr.partial"
     out.rename(partial)  # as if the process died right before its final rename
     update_series_attrs(partial, {"ingest_state": "complete"})
-    monkeypatch.setattr(FrameAppender, "append", no_append)
+    monkeypatch.setattr(FrameAppender, "stage", no_stage)
     assert ingest([tmp_path / "a.tif"], out, **META) == out
     assert not partial.exists()
     np.testing.assert_array_equal(open_series(out)["counts"].values, data)
@@ -150,16 +150,16 @@ def test_partial_without_recorded_sources_starts_over(
     from lowdose.store.series import update_series_attrs
 
     data = write_stack(tmp_path / "a.tif")
-    real_append = FrameAppender.append
+    real_commit = FrameAppender.commit
     appended: list[int] = []
 
-    def interrupt_after_two(self: FrameAppender, counts: np.ndarray, clean: object = None) -> int:
+    def interrupt_after_two(self: FrameAppender, staged: StagedFrames) -> int:
         if len(appended) == 2:
             raise KeyboardInterrupt
-        appended.append(counts.shape[0])
-        return real_append(self, counts)
+        appended.append(staged.stop - staged.start)
+        return real_commit(self, staged)
 
-    monkeypatch.setattr(FrameAppender, "append", interrupt_after_two)
+    monkeypatch.setattr(FrameAppender, "commit", interrupt_after_two)
     with pytest.raises(KeyboardInterrupt):
         ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", chunk_frames=8, batch_frames=8, **META)
     partial = tmp_path / "s.zarr.partial"
@@ -168,11 +168,11 @@ def test_partial_without_recorded_sources_starts_over(
 
     appended.clear()
 
-    def counting_append(self: FrameAppender, counts: np.ndarray, clean: object = None) -> int:
-        appended.append(counts.shape[0])
-        return real_append(self, counts)
+    def counting_commit(self: FrameAppender, staged: StagedFrames) -> int:
+        appended.append(staged.stop - staged.start)
+        return real_commit(self, staged)
 
-    monkeypatch.setattr(FrameAppender, "append", counting_append)
+    monkeypatch.setattr(FrameAppender, "commit", counting_commit)
     out = ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", **META)
     assert sum(appended) == 50
     np.testing.assert_array_equal(open_series(out)["counts"].values, data)
@@ -255,16 +255,16 @@ def test_resumed_ingest_records_the_metadata_it_was_given(
 ) -> None:
     """The store is not complete until the resumed run ends: that run's flags count."""
     data = write_stack(tmp_path / "a.tif", n=24)
-    real_append = FrameAppender.append
+    real_commit = FrameAppender.commit
 
-    def interrupt(self: FrameAppender, counts: np.ndarray, clean: object = None) -> int:
-        real_append(self, counts)
+    def interrupt(self: FrameAppender, staged: StagedFrames) -> int:
+        real_commit(self, staged)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(FrameAppender, "append", interrupt)
+    monkeypatch.setattr(FrameAppender, "commit", interrupt)
     with pytest.raises(KeyboardInterrupt):
         ingest([tmp_path / "a.tif"], tmp_path / "s.zarr", batch_frames=8, chunk_frames=8, **META)
-    monkeypatch.setattr(FrameAppender, "append", real_append)
+    monkeypatch.setattr(FrameAppender, "commit", real_commit)
     given = {"pixel_size_A": 0.07, "frame_rate_hz": 50.0, "dose_e_per_px": 0.5, "detector": "K3"}
     summary = ingest_module.ingest_with_summary([tmp_path / "a.tif"], tmp_path / "s.zarr", **given)
     attrs = series_attrs(summary.path)

@@ -84,6 +84,53 @@ def test_appender_with_a_reserve_grows_once_and_shows_only_committed_frames(tmp_
     assert zarr.open_group(path, mode="r")["counts"].shape == (12, 8, 8)
 
 
+def test_staged_batches_are_invisible_until_committed_in_order(tmp_path: Path) -> None:
+    frames = np.random.default_rng(4).poisson(0.45, (16, 8, 8)).astype("uint8")
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (8, 8), chunk_frames=4)
+    appender = FrameAppender(path, reserve=16)
+    first, second = appender.stage(frames[:8]), appender.stage(frames[8:])
+    assert (first.start, first.stop, second.start, second.stop) == (0, 8, 8, 16)
+    with pytest.raises(StoreError, match="in the order they were staged"):
+        appender.commit(second)
+    appender.drain()  # both batches' chunks are on disk, neither is visible
+    assert open_series(path).sizes["frame"] == 0
+    assert appender.commit(first) == 8 and open_series(path).sizes["frame"] == 8
+    assert appender.commit(second) == 16
+    np.testing.assert_array_equal(open_series(path)["counts"].values, frames)
+
+
+def test_a_failed_batch_stops_the_appender_and_keeps_what_was_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from lowdose.errors import StorageFullError
+    from lowdose.store import series as series_module
+
+    path = tmp_path / "s.zarr"
+    create_frame_series(path, (8, 8), chunk_frames=4)
+    appender = FrameAppender(path)
+    appender.append(np.ones((4, 8, 8), "uint8"))
+    real_write = series_module._ChunkFileWriter.write
+
+    def full_at_chunk_2(self: object, index: int, values: np.ndarray) -> None:
+        if index == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, index, values)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(series_module._ChunkFileWriter, "write", full_at_chunk_2)
+    failing = appender.stage(np.full((8, 8, 8), 2, "uint8"))  # chunks 1 and 2
+    after = appender.stage(np.full((4, 8, 8), 3, "uint8"))
+    with pytest.raises(StorageFullError, match="appending frames 4–11"):
+        appender.commit(failing)
+    with pytest.raises(StoreError, match="an earlier batch failed"):
+        appender.commit(after)
+    appender.drain()
+    counts = open_series(path)["counts"].values
+    assert counts.shape[0] == 4 and set(np.unique(counts)) == {1}
+
+
 def test_attribute_updates_are_one_write_and_kept_by_later_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
