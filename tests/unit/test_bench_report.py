@@ -170,3 +170,15 @@ def test_readme_performance_table_is_the_quoted_bench_runs_markdown() -> None:
     table = markdown_table(report).strip()
     assert "2 cores" in table.splitlines()[0]  # says on which machine
     assert table in (root / "README.md").read_text()
+
+
+def test_a_target_with_a_same_run_ceiling_shows_it():
+    report = _report()
+    report["stages"]["ingest"]["targets"] = [target("ingest >= 0.5 x copy", 0.25, 0.5, ceiling=0.35)]
+    validate_report(report)
+    assert "| ingest | ingest >= 0.5 x copy | 0.25 >= 0.5 (at most 0.35 possible here) | **no** |" in (
+        markdown_table(report)
+    )
+    rows = dict(stage_rows("ingest", report["stages"]["ingest"]))
+    assert rows["TARGET ingest >= 0.5 x copy"] == "0.25 >= 0.5: NOT MET (at most 0.35 possible here)"
+    assert "ceiling" not in target("x", 1.0, 0.5)
