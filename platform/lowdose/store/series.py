@@ -417,6 +417,8 @@ class FrameAppender:
         if (clean is not None) != (self._clean is not None):
             want = "with" if self._clean is not None else "without"
             raise StoreError(f"{location}: this store was created {want} 'clean'; pass clean= accordingly")
+        if self._clean is not None:
+            clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
         n_new = n_old + values.shape[0]
         if time_s is None:
             times = np.arange(n_old, n_new, dtype="float64") / self.frame_rate_hz
@@ -441,7 +443,6 @@ class FrameAppender:
                 self._counts, n_old, values.astype(self._counts.dtype, copy=False), self._direct["counts"]
             )
             if self._clean is not None:
-                clean_values = np.asarray(clean, dtype="float32").reshape(values.shape)
                 writes += _submit_by_chunk(self._clean, n_old, clean_values, self._direct["clean"])
         staged = StagedFrames(n_old, n_new, times, writes)
         self._pending.append(staged)
