@@ -19,6 +19,8 @@ module never imports dask or torch.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,9 +94,35 @@ def exit_wave(
     return ExitWave(array=np.ascontiguousarray(array.T), extent_A=float(model.cell_A[0]))
 
 
+@functools.cache
+def cache_abtem_kernels() -> int:
+    """Let numba keep abTEM's Lobato potential kernels compiled on disk; return how many.
+
+    abTEM jit-compiles them on first use in every process (≈ 1.7 s here, each simulation
+    worker); with numba's file cache (beside abTEM's sources, or in ``NUMBA_CACHE_DIR``)
+    a later process loads them in milliseconds. numba keys the cache on the source file
+    and the CPU, so an upgraded abTEM or another machine compiles afresh; where no cache
+    location is writable the kernels compile in each process, as before.
+    """
+    try:
+        from abtem.parametrizations.functions import lobato
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return 0
+    cached = 0
+    for kernel in vars(lobato).values():
+        if isinstance(kernel, Dispatcher):
+            with contextlib.suppress(Exception):  # no writable cache location: compile as before
+                kernel.enable_caching()
+                cached += 1
+    return cached
+
+
 def _abtem_exit_wave(atoms: object, voltage_kV: float, gpts: int, slice_thickness_A: float) -> ComplexArray:
     """The plane-wave multislice of abTEM through ``atoms`` (array indexed ``[x, y]``), eagerly on numpy."""
     import abtem
+
+    cache_abtem_kernels()
 
     with abtem.config.set(
         {"dask.lazy": False, "fft": "numpy", "diagnostics.progress_bar": False, "precision": "float32"}

@@ -156,3 +156,15 @@ def test_explicit_focal_averaging_keeps_thick_pt_columns_white_where_the_envelop
     assert np.all(thick[7] > 0.45)  # every column of >= 5 atoms white
     assert np.mean(thick[0] > 0.45) < 0.9  # some of them grey or black
     assert thick[7].mean() - thick[0].mean() > 0.05  # measured 0.554 vs 0.474 counts
+
+
+def test_abtem_potential_kernels_use_numbas_file_cache(sim):
+    """A simulation process loads abTEM's compiled Lobato kernels from disk after the first."""
+    from abtem.parametrizations.functions import lobato
+
+    from lowdose.physics.imaging import cache_abtem_kernels
+
+    assert cache_abtem_kernels() > 0  # `sim` has already run a multislice in this process
+    kernel = lobato.projected_scattering_factor
+    assert type(kernel._cache).__name__ == "FunctionCache"  # numba's NullCache compiles every time
+    assert kernel.signatures  # compiled (or loaded) by the simulation
