@@ -638,19 +638,21 @@ def ingest_with_summary(
         appender = FrameAppender(partial, reserve=n_total)
         with tqdm(total=n_total, initial=start, desc="ingest", unit="frame", disable=not progress) as bar:
             in_flight: list[StagedFrames] = []
+
+            def commit_oldest() -> None:
+                committed = in_flight.pop(0)
+                appender.commit(committed)
+                bar.update(committed.stop - committed.start)
+
             try:
                 for frames in _batches(sources, start, batch, float_policy):
                     in_flight.append(appender.stage(frames))
                     counts_sum += counts_total(frames)  # beside its own writes
-                    while len(in_flight) > 1:
-                        committed = in_flight.pop(0)
-                        appender.commit(committed)
-                        bar.update(committed.stop - committed.start)
+                    if len(in_flight) > 1:
+                        commit_oldest()
                         records = _record_sources(appender.update_attrs, records, hashing, wait=False)
                 while in_flight:
-                    committed = in_flight.pop(0)
-                    appender.commit(committed)
-                    bar.update(committed.stop - committed.start)
+                    commit_oldest()
             finally:
                 appender.drain()  # no chunk write may outlive the run, whatever ended it
 
@@ -716,11 +718,6 @@ def _record_sources(
     return None
 
 
-def _partial_attrs(partial: Path) -> Callable[[dict[str, Any]], None]:
-    """An attrs update of ``partial`` through a fresh handle (no appender in use any more)."""
-    return lambda updates: update_series_attrs(partial, updates)
-
-
 def _keep_partial(partial: Path, records: list[dict[str, Any]] | None, hashing: Future[Any] | None) -> None:
     """Interrupted: finish the checksums (they run ahead of the ingest) so a re-run can resume."""
     if records is not None or hashing is None or not partial.exists():
@@ -728,7 +725,9 @@ def _keep_partial(partial: Path, records: list[dict[str, Any]] | None, hashing: 
     with contextlib.suppress(Exception):  # the interruption is what the caller must see
         attrs = series_attrs(partial)
         if int(attrs.get("n_frames", 0)) > 0:
-            _record_sources(_partial_attrs(partial), records, hashing, wait=True)
+            _record_sources(  # no appender in use any more: a fresh handle
+                lambda updates: update_series_attrs(partial, updates), records, hashing, wait=True
+            )
 
 
 def _partial_state(partial: Path, records: list[dict[str, Any]]) -> str | None:

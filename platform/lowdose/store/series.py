@@ -377,9 +377,8 @@ class FrameAppender:
         self._counts = group["counts"].with_config({"write_empty_chunks": True})
         self._clean = group["clean"].with_config({"write_empty_chunks": True}) if "clean" in group else None
         self._time_s = group["time_s"]
-        self._direct = {"counts": _ChunkFileWriter.for_array(self._counts)}
-        if self._clean is not None:
-            self._direct["clean"] = _ChunkFileWriter.for_array(self._clean)
+        self._direct_counts = _ChunkFileWriter.for_array(self._counts)
+        self._direct_clean = _ChunkFileWriter.for_array(self._clean) if self._clean is not None else None
         self.n_frames = int(group.attrs["n_frames"])
         self.frame_rate_hz = float(group.attrs["frame_rate_hz"])
         self._staged_end = self.n_frames
@@ -440,10 +439,10 @@ class FrameAppender:
             for array, length in resize:
                 array.resize((length, *array.shape[1:]))
             writes = _submit_by_chunk(
-                self._counts, n_old, values.astype(self._counts.dtype, copy=False), self._direct["counts"]
+                self._counts, n_old, values.astype(self._counts.dtype, copy=False), self._direct_counts
             )
             if self._clean is not None:
-                writes += _submit_by_chunk(self._clean, n_old, clean_values, self._direct["clean"])
+                writes += _submit_by_chunk(self._clean, n_old, clean_values, self._direct_clean)
         staged = StagedFrames(n_old, n_new, times, writes)
         self._pending.append(staged)
         self._staged_end = n_new
